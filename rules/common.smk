@@ -1,0 +1,56 @@
+# Shared helpers and input functions. Stage files append what `rule all` builds to TARGETS.
+import os
+import sys
+
+# The workflow and its job scripts import the package `pddpm` from this checkout even where it is not
+# installed (a fresh clone on a cluster, a rule's conda env): put the checkout on the import path of
+# this process and, through PYTHONPATH, of every job it starts.
+sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+)
+
+from pddpm.config_checks import check_config  # noqa: E402
+from pddpm.demo import subject_ids as demo_subject_ids  # noqa: E402
+
+check_config(config)
+
+TARGETS = []
+DATASETS = list(config["datasets"])
+RES = "results"
+
+
+wildcard_constraints:
+    ds="[A-Za-z0-9]+(_[A-Za-z0-9]+)*",
+    sub="[A-Za-z0-9-]+(_[A-Za-z0-9-]+)*",
+    fold=r"\d+",
+    model="|".join(config["models"]),
+
+
+def ds_cfg(ds):
+    return config["datasets"][ds]
+
+
+def subjects(ds):
+    """Subject ids of data set `ds`: from the config for the demo, else from rules/data.smk."""
+    cfg = ds_cfg(ds)
+    if cfg["source"] == "demo":
+        return demo_subject_ids(ds, cfg["n_subjects"])
+    return data_subjects(ds)  # noqa: F821 (rules/data.smk)
+
+
+def is_anomalous(ds):
+    return ds_cfg(ds)["role"] == "anomalous"
+
+
+def skullstrip_backend(ds):
+    return ds_cfg(ds).get("skullstrip") or config["preprocess"]["skullstrip"]["backend"]
+
+
+def log(rule, *parts):
+    """results/logs/{rule}/{parts...}.log: every rule logs."""
+    return f"{RES}/logs/{rule}/" + "/".join(parts) + ".log"
+
+
+def bench(rule, *parts):
+    return f"{RES}/benchmarks/{rule}/" + "/".join(parts) + ".tsv"

@@ -1,0 +1,7 @@
+# Raw data in: downloads with hashes, local folders, the authors' preprocessed layout (issue 8).
+
+
+def data_subjects(ds):
+    raise WorkflowError(
+        f"datasets.{ds}: source '{ds_cfg(ds)['source']}' is not supported yet; use source: demo"
+    )

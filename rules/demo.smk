@@ -1,0 +1,1 @@
+# Stage: demo (filled in by its issue).

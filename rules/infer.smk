@@ -1,0 +1,1 @@
+# Stage: infer (filled in by its issue).

@@ -1,0 +1,1 @@
+# Stage: preprocess (filled in by its issue).

@@ -1,0 +1,1 @@
+# Stage: report (filled in by its issue).

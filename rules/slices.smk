@@ -1,0 +1,1 @@
+# Stage: slices (filled in by its issue).
