@@ -54,3 +54,31 @@ def log(rule, *parts):
 
 def bench(rule, *parts):
     return f"{RES}/benchmarks/{rule}/" + "/".join(parts) + ".tsv"
+
+
+def split_names(ds):
+    """Split sheets of a data set: k folds of train/val and a test set (healthy), val and test (anomalous)."""
+    if is_anomalous(ds):
+        return ["val", "test"]
+    folds = config["splits"]["folds"]
+    return [f"{s}_fold{k}" for k in range(folds) for s in ("train", "val")] + ["test"]
+
+
+def preprocessed(ds, sub):
+    """The final preprocessed files of one subject: {'t2', 'mask', 'seg'} -> path.
+
+    Data sets given in the authors' preprocessed layout are read in place (rules/data.smk)."""
+    if ds_cfg(ds)["source"] == "preprocessed":
+        return preprocessed_layout_files(ds, sub)  # noqa: F821 (rules/data.smk)
+    return {k: f"{RES}/preprocess/{ds}/5_n4/{sub}_{k}.nii.gz" for k in ("t2", "mask", "seg")}
+
+
+def trained_models():
+    """Models with a network to train (thresh needs none)."""
+    return [m for m in config["models"] if m != "thresh"]
+
+
+def eval_datasets():
+    """(data set, split) pairs that are inferred and evaluated: anomalous val+test, healthy test."""
+    pairs = [(ds, s) for ds in DATASETS if is_anomalous(ds) for s in ("val", "test")]
+    return pairs + [(config["train_dataset"], "test")]
