@@ -1,11 +1,24 @@
 # pddpm-uad: raw MRI -> preprocessing -> pDDPM training -> patched inference -> the paper's tables.
 # Thin entry point: configuration and validation here, everything else in rules/.
+import sys
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# `--configfile other.yaml` replaces the demo config instead of being merged into it (merging would
+# mix the demo's data sets into a real run); `--config key=value` still overrides single keys.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+# A short message naming every bad key first; then snakemake's validate fills in the defaults.
+sys.path.insert(0, workflow.basedir)
+from pddpm.config_checks import validate_config  # noqa: E402
+
+validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
 
 
 validate(config, "schemas/config.schema.yaml")
