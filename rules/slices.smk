@@ -1,1 +1,133 @@
-# Stage: slices (filled in by its issue).
+# Stage: splits and slices (issue 4). Split sheets per data set in the original CSV layout, checked for
+# duplicates, leakage and missing files; then one array file per (data set, split) on the model grid.
+from pddpm.splits import AUTHORS_SHEET_PREFIX, SPLIT_PATTERN
+
+
+def subject_files(ds):
+    """subject -> {'t2', 'mask', 'seg'} preprocessed paths; a layout without a segmentation leaves it out."""
+    return {sub: {k: v for k, v in preprocessed(ds, sub).items() if v} for sub in subjects(ds)}
+
+
+def subject_inputs(wildcards):
+    return sorted({p for files in subject_files(wildcards.ds).values() for p in files.values()})
+
+
+def authors_sheets(ds):
+    """The authors' published sheets (`{path}/splits/{IXI,Brats21,MSLUB}_{split}.csv`) for a data set
+    given in their layout; None for data we split ourselves."""
+    cfg = ds_cfg(ds)
+    if cfg["source"] != "preprocessed":
+        return None
+    prefix = AUTHORS_SHEET_PREFIX[cfg["kind"]]
+    return {s: os.path.join(cfg["path"], "splits", f"{prefix}_{s}.csv") for s in split_names(ds)}
+
+
+def splits_input(wildcards):
+    sheets = authors_sheets(wildcards.ds) or {}
+    return {"preprocessed": subject_inputs(wildcards), "authors": list(sheets.values())}
+
+
+def anomalous_val_fraction(ds):
+    return ds_cfg(ds).get("val_fraction") or config["splits"]["anomalous_val_fraction"]
+
+
+# Every setting that changes a sheet: changing one reruns the sheets and the slices, nothing upstream.
+SPLIT_PARAMS = dict(
+    ds=lambda wc: wc.ds,
+    anomalous=lambda wc: is_anomalous(wc.ds),
+    files=lambda wc: None if authors_sheets(wc.ds) else subject_files(wc.ds),
+    authors=lambda wc: authors_sheets(wc.ds),
+    root=lambda wc: ds_cfg(wc.ds).get("path"),
+    folds=config["splits"]["folds"],
+    val_fraction=config["splits"]["val_fraction"],
+    test_fraction=config["splits"]["healthy_test_fraction"],
+    anomalous_val_fraction=lambda wc: anomalous_val_fraction(wc.ds),
+    seed=config["seed"],
+    drop_defects=config["splits"]["drop_defects"],
+)
+
+
+# One job per sheet: a data set's sheet names depend on its role, which an output list cannot. Every
+# job derives the same seeded assignment (cheap: no image is read) and writes its own sheet.
+rule splits:
+    input:
+        unpack(splits_input),
+    output:
+        f"{RES}/splits/{{ds}}_{{split}}.csv",
+    wildcard_constraints:
+        split=SPLIT_PATTERN,
+    params:
+        **SPLIT_PARAMS,
+    log:
+        log("splits", "{ds}_{split}"),
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow_scripts/splits.py"
+
+
+use rule splits as split_defects with:
+    output:
+        f"{RES}/splits/{{ds}}_defects.tsv",
+    log:
+        log("splits", "{ds}_defects"),
+
+
+def slices_mem_mb(wildcards):
+    # the split arrays (float16 image + uint8 mask and seg per voxel) for every subject of the data set
+    # (a superset of the split), plus one subject at preprocessing resolution
+    grid = 1
+    for f in config["slices"]["fov_mm"]:
+        grid *= max(1, round(f / config["slices"]["target_spacing_mm"]))
+    return 1500 + int(len(subjects(wildcards.ds)) * grid * 4 * 1.2 / 2**20)
+
+
+rule slices:
+    input:
+        sheet=f"{RES}/splits/{{ds}}_{{split}}.csv",
+        # superset of the sheet's rows: the job reads the sheet to pick them
+        preprocessed=subject_inputs,
+    output:
+        f"{RES}/slices/{{ds}}_{{split}}.npz",
+    wildcard_constraints:
+        split=SPLIT_PATTERN,
+    params:
+        fov_mm=config["slices"]["fov_mm"],
+        target_spacing_mm=config["slices"]["target_spacing_mm"],
+        percentiles=config["slices"]["percentiles"],
+        time_step=config["slices"]["curvature_flow"]["time_step"],
+        iterations=config["slices"]["curvature_flow"]["iterations"],
+        clip_output=config["slices"]["clip_output"],
+    log:
+        log("slices", "{ds}_{split}"),
+    benchmark:
+        bench("slices", "{ds}_{split}")
+    threads: 2
+    resources:
+        mem_mb=slices_mem_mb,
+        runtime=lambda wc: 10 + 2 * len(subjects(wc.ds)),
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow_scripts/slices.py"
+
+
+def slice_splits(ds):
+    """The splits used downstream: the training set's folds that run and its test set; anomalous val and
+    test (threshold and evaluation)."""
+    if is_anomalous(ds):
+        return ["val", "test"]
+    if ds != config["train_dataset"]:
+        return ["test"]
+    folds = [k for k in config["folds_to_run"] if k < config["splits"]["folds"]]
+    return [f"{s}_fold{k}" for k in folds for s in ("train", "val")] + ["test"]
+
+
+for _ds in DATASETS:
+    TARGETS.append(f"{RES}/splits/{_ds}_defects.tsv")
+    TARGETS.extend(f"{RES}/splits/{_ds}_{s}.csv" for s in split_names(_ds))
+    TARGETS.extend(f"{RES}/slices/{_ds}_{s}.npz" for s in slice_splits(_ds))

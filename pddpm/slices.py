@@ -1,0 +1,272 @@
+"""From a preprocessed volume to the model grid (SPEC section 3), and the per-split array file.
+
+Per subject, in this order (as the original's torchio pipeline):
+1. curvature-flow smoothing of the intensity image only (SimpleITK, time step 0.125, 3 iterations);
+2. centre crop or zero-pad to the field of view (torchio `CropOrPad`: an odd remainder goes to the
+   low-index side);
+3. clip to the 1st..99th percentile of the intensities inside the brain mask, rescale to [0, 1];
+4. resample to the target spacing (torchio `Resample`: B-spline for the image, nearest neighbour for
+   mask and segmentation, the first output voxel centred between the first input voxels).
+
+Orientation. The original reads each file with SimpleITK and takes `GetArrayFromImage(img).transpose(2,
+1, 0)`, i.e. the stored voxel order (i, j, k), with no reorientation; its files lie on the SRI24 /
+BraTS grid, whose voxel axes run right->left, anterior->posterior, inferior->superior (nibabel axis
+codes L, P, S; ITK calls it RAI). We reorient every volume to that voxel order first, so that files
+stored any other way give the same arrays, then store (Z, H, W) = (k, i, j): H runs from the patient's
+right to left, W from anterior to posterior, Z from inferior to superior. Shown as
+`imshow(slice.T)` (rows = W, anterior at the top) the patient's right is on the viewer's left: the
+radiological convention. `imshow(slice)` shows what the network sees, identical to the original.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+from pddpm.errors import PddpmInputError
+from pddpm.io import atomic_path, load_nifti
+
+ORIENTATION = ("L", "P", "S")
+SPLIT_KEYS = ("image", "mask", "seg", "subjects", "label", "spacing_mm", "fov_mm")
+log = logging.getLogger("pddpm.slices")
+
+
+# --- single steps (pure functions on arrays) ---------------------------------------------------------
+
+def reorient(img: nib.Nifti1Image, axcodes: Sequence[str] = ORIENTATION) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel data in the voxel order `axcodes` and its voxel sizes (mm) in that order."""
+    ornt = ornt_transform(io_orientation(img.affine), axcodes2ornt(tuple(axcodes)))
+    data = apply_orientation(np.asanyarray(img.dataobj), ornt)
+    sizes = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(axis=0))
+    spacing = np.empty(3)
+    spacing[ornt[:, 0].astype(int)] = sizes
+    return data, spacing
+
+
+def _to_sitk(arr: np.ndarray, spacing: Sequence[float]) -> sitk.Image:
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
+    img.SetSpacing([float(s) for s in spacing])
+    return img
+
+
+def _from_sitk(img: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(img).transpose(2, 1, 0)
+
+
+def curvature_flow(image: np.ndarray, spacing: Sequence[float], *, time_step: float = 0.125,
+                   iterations: int = 3) -> np.ndarray:
+    """Edge-preserving smoothing (SimpleITK CurvatureFlow) of an intensity volume; float32 out."""
+    image = np.asarray(image, dtype=np.float32)
+    if iterations == 0:
+        return image
+    out = sitk.CurvatureFlow(_to_sitk(image, spacing), timeStep=float(time_step),
+                             numberOfIterations=int(iterations))
+    return _from_sitk(out).astype(np.float32, copy=False)
+
+
+def crop_or_pad(arr: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Centre crop or zero-pad to `shape`. As torchio's CropOrPad, an odd difference puts the larger half
+    at the low-index side: cropping 5 voxels removes 3 at the start and 2 at the end."""
+    out = arr
+    for axis, (have, want) in enumerate(zip(arr.shape, shape, strict=True)):
+        diff = want - have
+        lo, hi = int(np.ceil(abs(diff) / 2)), abs(diff) // 2
+        if diff < 0:
+            out = np.take(out, np.arange(lo, have - hi), axis=axis)
+        elif diff > 0:
+            widths = [(0, 0)] * out.ndim
+            widths[axis] = (lo, hi)
+            out = np.pad(out, widths, mode="constant", constant_values=0)
+    return out
+
+
+def rescale_percentiles(image: np.ndarray, mask: np.ndarray, percentiles: Sequence[float] = (1, 99),
+                        *, name: str = "image") -> np.ndarray:
+    """Clip to the given percentiles of the intensities inside `mask`, then map that range to [0, 1].
+
+    Equals torchio's RescaleIntensity((0, 1), percentiles, masking_method=mask): it clips the whole
+    volume at the masked percentiles and rescales by the clipped volume's min and max, which are them.
+    """
+    inside = np.asarray(image)[np.asarray(mask) > 0]
+    if inside.size == 0:
+        raise PddpmInputError(f"{name}: the brain mask is empty inside the field of view; check the mask "
+                              "and the preprocessing QC")
+    lo, hi = np.percentile(inside.astype(np.float64), list(percentiles))
+    if not hi > lo:
+        raise PddpmInputError(f"{name}: intensities inside the brain mask are constant ({lo:g}); the "
+                              "image is blank or the mask is wrong")
+    out = (np.clip(image, lo, hi) - lo) / (hi - lo)
+    return out.astype(np.float32)
+
+
+def resample(arr: np.ndarray, spacing: Sequence[float], target_mm: float, *, label: bool) -> np.ndarray:
+    """Resample to isotropic `target_mm` as torchio's Resample: size ceil(n * spacing / target), output
+    voxel 0 centred at input continuous index (target / spacing - 1) / 2; B-spline (cubic) for images,
+    nearest neighbour for labels, zero outside."""
+    spacing = np.asarray(spacing, dtype=float)
+    if np.allclose(spacing, target_mm):
+        return arr
+    src = _to_sitk(np.asarray(arr, dtype=np.uint8 if label else np.float32), spacing)
+    # 1e-6: 96 * 2.0 / 4.0 must give 48, not 49 through float noise
+    size = [int(np.ceil(n * s / target_mm - 1e-6)) for n, s in zip(arr.shape, spacing, strict=True)]
+    origin = [0.5 * (target_mm - s) for s in spacing]
+    interp = sitk.sitkNearestNeighbor if label else sitk.sitkBSpline
+    out = sitk.Resample(src, size, sitk.Transform(), interp, origin, [float(target_mm)] * 3,
+                        src.GetDirection(), 0, src.GetPixelID())
+    return _from_sitk(out)
+
+
+def fov_shape(fov_mm: Sequence[float], spacing: Sequence[float]) -> tuple[int, ...]:
+    return tuple(int(round(f / s)) for f, s in zip(fov_mm, spacing, strict=True))
+
+
+# --- one subject --------------------------------------------------------------------------------------
+
+def _load_aligned(path: str | os.PathLike, ref: nib.Nifti1Image | None, what: str) -> nib.Nifti1Image:
+    img = load_nifti(path)
+    if ref is not None:
+        if img.shape != ref.shape or not np.allclose(img.affine, ref.affine, atol=1e-3):
+            raise PddpmInputError(
+                f"{path}: {what} grid {img.shape} (affine {np.round(img.affine[:3], 3).tolist()}) differs from "
+                f"its image {ref.shape} (affine {np.round(ref.affine[:3], 3).tolist()}); they must share one "
+                "grid: rerun preprocessing for this subject")
+    return img
+
+
+def process_subject(t2: str | os.PathLike, mask: str | os.PathLike, seg: str | os.PathLike | None = None, *,
+                    fov_mm: Sequence[float] = (192, 192, 100), target_spacing_mm: float = 2.0,
+                    percentiles: Sequence[float] = (1, 99), time_step: float = 0.125, iterations: int = 3,
+                    clip_output: bool = True) -> dict[str, np.ndarray]:
+    """One subject from its preprocessed NIfTI files to model-grid arrays (Z, H, W):
+    `image` float32 in [0, 1] (see `clip_output`), `mask` and `seg` uint8 in {0, 1}.
+
+    A missing `seg` (healthy data in the authors' layout) gives zeros. `clip_output` clips the B-spline
+    over- and undershoot at the brain edge back to [0, 1] (the original left it).
+    """
+    t2_img = load_nifti(t2)
+    mask_img = _load_aligned(mask, t2_img, "mask")
+    seg_img = _load_aligned(seg, t2_img, "segmentation") if seg else None
+
+    image, spacing = reorient(t2_img)
+    mask_arr = reorient(mask_img)[0] > 0
+    seg_arr = reorient(seg_img)[0] > 0 if seg_img is not None else np.zeros(image.shape, bool)
+
+    image = curvature_flow(image, spacing, time_step=time_step, iterations=iterations)
+    shape = fov_shape(fov_mm, spacing)
+    image, mask_arr, seg_arr = (crop_or_pad(a, shape) for a in (image, mask_arr, seg_arr))
+    image = rescale_percentiles(image, mask_arr, percentiles, name=str(t2))
+    image = resample(image, spacing, target_spacing_mm, label=False)
+    mask_arr = resample(mask_arr.astype(np.uint8), spacing, target_spacing_mm, label=True)
+    seg_arr = resample(seg_arr.astype(np.uint8), spacing, target_spacing_mm, label=True)
+    if clip_output:
+        image = np.clip(image, 0.0, 1.0)
+    # (i, j, k) -> (k, i, j): axial slices first
+    return {"image": np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32),
+            "mask": np.ascontiguousarray((mask_arr > 0).transpose(2, 0, 1), dtype=np.uint8),
+            "seg": np.ascontiguousarray((seg_arr > 0).transpose(2, 0, 1), dtype=np.uint8)}
+
+
+# --- one split file ------------------------------------------------------------------------------------
+
+def build_split(rows: Iterable[Mapping], *, fov_mm: Sequence[float] = (192, 192, 100),
+                target_spacing_mm: float = 2.0, progress: bool = False, **settings) -> dict[str, np.ndarray]:
+    """Arrays of a split file from sheet rows (`img_name`, `label`, `img_path`, `mask_path`, `seg_path`).
+
+    `settings` go to `process_subject`. The volumes are written into preallocated arrays, so the peak
+    memory is the split file plus one subject.
+    """
+    rows = list(rows)
+    if not rows:
+        raise PddpmInputError("split sheet has no rows")
+    it = rows
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(rows, desc="slicing", unit="subject")
+    out = None
+    for n, r in enumerate(it):
+        vol = process_subject(r["img_path"], r["mask_path"], r.get("seg_path") or None, fov_mm=fov_mm,
+                              target_spacing_mm=target_spacing_mm, **settings)
+        if out is None:
+            shape = (len(rows), *vol["image"].shape)
+            out = {"image": np.empty(shape, np.float16), "mask": np.empty(shape, np.uint8),
+                   "seg": np.empty(shape, np.uint8)}
+        for key in ("image", "mask", "seg"):
+            if vol[key].shape != out[key].shape[1:]:
+                raise PddpmInputError(f"{r['img_path']}: model grid {vol[key].shape} differs from the "
+                                      f"split's {out[key].shape[1:]}; all subjects must share one spacing")
+            out[key][n] = vol[key]
+        log.info("%s: %s", r["img_name"], vol["image"].shape)
+    out["subjects"] = np.array([str(r["img_name"]) for r in rows], dtype=str)
+    out["label"] = np.array([int(r["label"]) for r in rows], dtype=np.int64)
+    out["spacing_mm"] = np.float64(target_spacing_mm)
+    out["fov_mm"] = np.asarray(fov_mm, dtype=np.float64)
+    out["orientation"] = np.array("".join(ORIENTATION))
+    return out
+
+
+def save_split(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
+    """Write a split file atomically as an *uncompressed* .npz: each array is stored verbatim in the zip,
+    so it loads at disk speed and can be memory-mapped (`load_split(mmap=True`)."""
+    missing = [k for k in SPLIT_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"split arrays lack {missing}")
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+    return Path(path)
+
+
+def _mmap_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    # an uncompressed member is a plain .npy file at a fixed offset of the zip: map it in place
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        name_len = int.from_bytes(local[26:28], "little")
+        extra_len = int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + name_len + extra_len
+        fh.seek(start)
+        version = np.lib.format.read_magic(fh)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def load_split(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, np.ndarray]:
+    """A split file as a dict: `image` float16 (N, Z, H, W) in [0, 1], `mask` and `seg` uint8 (N, Z, H, W),
+    `subjects` (N,) str, `label` (N,) int, `spacing_mm` float, `fov_mm` (3,), `orientation` str.
+
+    `mmap=True` maps the big arrays read-only instead of reading them (for splits larger than memory).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PddpmInputError(f"{path}: split file not found; run the `slices` rule for it")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            out = {k: npz[k] for k in npz.files if not (mmap and k in ("image", "mask", "seg"))}
+            files = npz.files
+        if mmap:
+            with zipfile.ZipFile(path) as zf:
+                for key in ("image", "mask", "seg"):
+                    info = zf.getinfo(f"{key}.npy")
+                    if info.compress_type != zipfile.ZIP_STORED:
+                        out[key] = np.load(path)[key]
+                    else:
+                        out[key] = _mmap_member(path, zf, info)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise PddpmInputError(f"{path}: not a readable split file ({exc}); delete it and rerun `slices`") from exc
+    missing = [k for k in SPLIT_KEYS if k not in files]
+    if missing:
+        raise PddpmInputError(f"{path}: split file lacks {', '.join(missing)}; delete it and rerun `slices`")
+    out["spacing_mm"] = float(out["spacing_mm"])
+    if "orientation" in out:
+        out["orientation"] = str(out["orientation"])
+    return out
