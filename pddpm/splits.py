@@ -51,7 +51,7 @@ def assign_healthy(subjects: Sequence[str], *, folds: int, val_fraction: float, 
 
     With folds == 1 a single validation split of `val_fraction` of the non-test subjects.
     """
-    subjects = list(subjects)
+    subjects = sorted(subjects)  # the same subjects give the same split whatever order they come in
     n = len(subjects)
     if folds < 1:
         raise PddpmConfigError(f"splits.folds: {folds}, must be >= 1")
@@ -80,7 +80,7 @@ def assign_healthy(subjects: Sequence[str], *, folds: int, val_fraction: float, 
 def assign_anomalous(subjects: Sequence[str], *, val_fraction: float, seed: int,
                      ds: str = "") -> dict[str, list[str]]:
     """Seeded validation (threshold choice) and test split: at least one subject in each."""
-    subjects = list(subjects)
+    subjects = sorted(subjects)
     n = len(subjects)
     if n < 2:
         raise PddpmInputError(f"datasets.{ds or '?'}: {n} subject(s); an anomalous data set needs at least 2 "
