@@ -1,0 +1,391 @@
+"""Figures of the report: qualitative grids, precision-recall curves, Dice distributions, training curves.
+
+Pure functions from arrays / frames to a PNG file (matplotlib's Agg backend, no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless and fast; figures are only ever written to files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pddpm.errors import PddpmInputError  # noqa: E402
+from pddpm.evaluate.postprocess import remove_small_components  # noqa: E402
+from pddpm.io import atomic_path  # noqa: E402
+from pddpm.report.table import model_label, order_models  # noqa: E402
+
+DPI = 110
+# one colour per model, stable across figures
+_PALETTE = plt.get_cmap("tab10").colors
+
+
+def model_colours(models: Sequence[str]) -> dict[str, tuple]:
+    return {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(order_models(models))}
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    """Write a PNG atomically and free the figure."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def load_arrays(path: str | os.PathLike, keys: Iterable[str]) -> dict[str, np.ndarray]:
+    """Named arrays of an .npz file, with an error naming the file and the missing key."""
+    path = Path(path)
+    if not path.is_file():
+        raise PddpmInputError(f"{path}: file not found; build it first (snakemake {path})")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in keys if k not in npz.files]
+            if missing:
+                raise PddpmInputError(f"{path}: arrays {missing} missing (has {npz.files}); "
+                                      "see docs/contracts.md for what the file must hold")
+            return {k: npz[k] for k in keys}
+    except (OSError, ValueError) as exc:
+        raise PddpmInputError(f"{path}: not a readable .npz file ({exc}); rerun the job that writes it") from exc
+
+
+# ---------------------------------------------------------------------------------------------------------
+# qualitative grid
+
+def pick_volumes(seg: np.ndarray, n: int) -> list[int]:
+    """`n` volumes spread over the range of lesion sizes (largest, ..., smallest), not just the easiest.
+
+    seg: (N, Z, H, W). Volumes without lesion are used only when too few have one."""
+    load = seg.reshape(len(seg), -1).sum(axis=1)
+    order = [int(i) for i in np.argsort(-load, kind="stable")]
+    with_lesion = [i for i in order if load[i] > 0]
+    pool = with_lesion if len(with_lesion) >= n else order
+    if len(pool) <= n:
+        return pool[:n]
+    picks = np.linspace(0, len(pool) - 1, n).round().astype(int)
+    return [pool[i] for i in picks]
+
+
+def lesion_slice(seg_volume: np.ndarray) -> int:
+    """Axial slice (axis 0 of (Z, H, W)) with the most lesion; the middle one when there is none."""
+    per_slice = seg_volume.reshape(len(seg_volume), -1).sum(axis=1)
+    return int(per_slice.argmax()) if per_slice.any() else len(seg_volume) // 2
+
+
+def binarise(anomaly_volume: np.ndarray, threshold: float, min_component_voxels: int) -> np.ndarray:
+    """As the metrics do: > threshold, then drop 26-connected components of <= min_component_voxels."""
+    return remove_small_components(np.asarray(anomaly_volume, dtype=np.float32) > threshold,
+                                   min_component_voxels)
+
+
+def _overlay(ax, image, binary, colour, title=None):
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    rgba = np.zeros((*binary.shape, 4))
+    rgba[binary] = (*colour, 0.75)
+    ax.imshow(rgba, interpolation="nearest")
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def qualitative_grid(image: np.ndarray, seg: np.ndarray, subjects: Sequence[str],
+                     outputs: Mapping[str, Mapping], volumes: Sequence[int], title: str,
+                     path: str | os.PathLike, min_component_voxels: int = 7) -> Path:
+    """One row per (volume, model): input, reconstruction, anomaly map, thresholded map, ground truth.
+
+    image, seg: (N, Z, H, W) of the test split. outputs: model -> {"recon", "anomaly" (N, Z, H, W),
+    "threshold": float, "subjects": (N,)}; each model's volumes are matched to `subjects` by id.
+    Each volume is shown at its slice with the most lesion.
+    """
+    subjects = [str(s) for s in subjects]
+    models = order_models(outputs)
+    if not models:
+        raise PddpmInputError(f"{title}: no model outputs given for the qualitative grid")
+    index = {}
+    for model in models:
+        out = outputs[model]
+        theirs = [str(s) for s in out["subjects"]]
+        missing = [subjects[v] for v in volumes if subjects[v] not in theirs]
+        if missing:
+            raise PddpmInputError(f"{title}: model `{model}` has no output for subjects {missing}; "
+                                  "its inference file and the slices file disagree: rerun `infer`")
+        index[model] = {s: i for i, s in enumerate(theirs)}
+        for key in ("recon", "anomaly"):
+            if out[key].shape[1:] != image.shape[1:]:
+                raise PddpmInputError(f"{title}: model `{model}` {key} has volume shape {out[key].shape[1:]}, "
+                                      f"the slices {image.shape[1:]}: maps and images are on different grids")
+    rows = [(v, m) for v in volumes for m in models]
+    cols = ["input", "reconstruction", "anomaly map", "thresholded", "ground truth"]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.7 * len(cols), 1.75 * len(rows)), squeeze=False)
+    # one colour scale per model so its maps compare across volumes
+    vmax = {}
+    for m in models:
+        vals = np.concatenate([np.asarray(outputs[m]["anomaly"][index[m][subjects[v]]], np.float32).ravel()
+                               for v in volumes])
+        vmax[m] = max(float(np.percentile(vals, 99.9)), float(outputs[m]["threshold"]), 1e-6)
+    for r, (v, m) in enumerate(rows):
+        z = lesion_slice(seg[v])
+        i = index[m][subjects[v]]
+        anomaly_vol = outputs[m]["anomaly"][i]
+        thr = float(outputs[m]["threshold"])
+        binary = binarise(anomaly_vol, thr, min_component_voxels)[z]
+        img = np.asarray(image[v, z], np.float32)
+        ax = axes[r]
+        ax[0].imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax[1].imshow(np.asarray(outputs[m]["recon"][i, z], np.float32), cmap="gray", vmin=0, vmax=1,
+                     interpolation="nearest")
+        ax[2].imshow(np.asarray(anomaly_vol[z], np.float32), cmap="inferno", vmin=0, vmax=vmax[m],
+                     interpolation="nearest")
+        _overlay(ax[3], img, binary, (1.0, 0.2, 0.1))
+        _overlay(ax[4], img, seg[v, z] > 0, (0.1, 0.9, 0.2))
+        ax[0].set_ylabel(f"{subjects[v]}\nz={z}\n{model_label(m)}", fontsize=7)
+        for a in ax:
+            a.set_xticks([])
+            a.set_yticks([])
+        if r == 0:
+            for a, c in zip(ax, cols, strict=True):
+                a.set_title(c, fontsize=8)
+        ax[3].text(0.02, 0.02, f"thr {thr:.3g}", color="w", fontsize=6, transform=ax[3].transAxes)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# precision-recall
+
+_N_KEYS = 1 << 16
+
+
+def _float16_order_keys(values: np.ndarray) -> np.ndarray:
+    """uint16 keys that sort like the float16 values (sign-magnitude bits to a monotone integer)."""
+    # + 0 turns -0.0 into +0.0: equal scores must share one key, as they share one threshold
+    bits = np.ascontiguousarray(np.asarray(values, dtype=np.float16) + np.float16(0)).view(np.uint16)
+    negative = (bits & 0x8000) != 0
+    return np.where(negative, ~bits, bits | 0x8000).astype(np.uint16)
+
+
+def _key_values() -> np.ndarray:
+    keys = np.arange(_N_KEYS, dtype=np.uint32)
+    bits = np.where(keys & 0x8000, keys & 0x7FFF, ~keys & 0xFFFF).astype(np.uint16)
+    return bits.view(np.float16).astype(np.float32)
+
+
+class PRAccumulator:
+    """Exact precision-recall over any number of voxels in O(65536) memory.
+
+    The anomaly maps are float16 (docs/contracts.md), so they take at most 65536 distinct values: counting
+    positives and negatives per value gives the same curve and average precision as scikit-learn on all
+    voxels at once, without holding them (the paper's BraTS test set is ~5e8 voxels per model)."""
+
+    def __init__(self) -> None:
+        self.pos = np.zeros(_N_KEYS, np.int64)
+        self.neg = np.zeros(_N_KEYS, np.int64)
+
+    def add(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        scores = np.asarray(scores)
+        labels = np.asarray(labels)
+        if scores.shape != labels.shape:
+            raise PddpmInputError(f"anomaly map shape {scores.shape} and ground truth shape {labels.shape} "
+                                  "differ: maps and labels are on different grids")
+        if np.issubdtype(scores.dtype, np.floating) and not np.isfinite(scores).all():
+            raise PddpmInputError("anomaly map holds NaN or infinite values; rerun `infer` and check its log")
+        keys = _float16_order_keys(scores).ravel()
+        positive = labels.ravel() > 0
+        self.pos += np.bincount(keys[positive], minlength=_N_KEYS)
+        self.neg += np.bincount(keys[~positive], minlength=_N_KEYS)
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """precision, recall, thresholds (descending score) and average precision (sklearn's definition)."""
+        if self.pos.sum() == 0:
+            raise PddpmInputError("no anomalous voxel in the ground truth: precision-recall is undefined")
+        used = np.flatnonzero((self.pos + self.neg) > 0)[::-1]  # distinct scores, high to low
+        tp = np.cumsum(self.pos[used])
+        fp = np.cumsum(self.neg[used])
+        precision = tp / (tp + fp)
+        recall = tp / tp[-1]
+        ap = float(np.sum(np.diff(recall, prepend=0.0) * precision))
+        return precision, recall, _key_values()[used], ap
+
+
+def pr_curves_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], prevalence: float,
+                     title: str, path: str | os.PathLike,
+                     operating_points: Mapping[str, Sequence[tuple[float, float]]] | None = None) -> Path:
+    """curves: model -> (precision, recall, AP). operating_points: model -> [(recall, precision)] at the
+    chosen threshold of each fold, marked beside its curve."""
+    colours = model_colours(curves)
+    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    for m in order_models(curves):
+        precision, recall, ap = curves[m]
+        ax.plot(recall, precision, color=colours[m], lw=1.5, label=f"{model_label(m)} (AP {100 * ap:.1f}%)")
+        for r, p in (operating_points or {}).get(m, []):
+            ax.plot([r], [p], "o", color=colours[m], ms=5, mec="k", mew=0.5)
+    ax.axhline(prevalence, color="0.5", ls=":", lw=1, label=f"chance ({100 * prevalence:.2g}%)")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def operating_point(acc: PRAccumulator, threshold: float) -> tuple[float, float]:
+    """(recall, precision) of `anomaly > threshold` (before component removal) from the counts."""
+    above = _key_values() > threshold
+    tp, fp = int(acc.pos[above].sum()), int(acc.neg[above].sum())
+    recall = tp / max(int(acc.pos.sum()), 1)
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    return float(recall), float(precision)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# per-volume Dice
+
+def dice_distribution_figure(per_volume: pd.DataFrame, datasets: Sequence[str], path: str | os.PathLike,
+                             metric: str = "dice") -> Path:
+    """Box plots of per-volume Dice per model, one panel per anomalous data set; dots coloured by fold.
+
+    per_volume: the frame of pddpm.report.table.load_per_volume (model, fold, dataset, subject, metrics)."""
+    if metric not in per_volume.columns:
+        raise PddpmInputError(f"no per-volume `{metric}` column in the evaluation results; rerun `metrics`")
+    data = per_volume.dropna(subset=[metric])
+    missing = [d for d in datasets if d not in set(data["dataset"])]
+    if missing:
+        raise PddpmInputError(f"no per-volume `{metric}` for data sets {missing}; rerun `metrics`")
+    models = order_models(data["model"].unique())
+    folds = sorted(data["fold"].unique())
+    fold_colours = {f: plt.get_cmap("viridis")(i / max(len(folds) - 1, 1)) for i, f in enumerate(folds)}
+    fig, axes = plt.subplots(1, len(datasets), figsize=(1.2 + 1.3 * len(models) * len(datasets), 3.6),
+                             squeeze=False, sharey=True)
+    rng = np.random.default_rng(0)  # jitter only; fixed so reruns give the same picture
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        sub = data[data["dataset"] == ds]
+        values = [100 * sub.loc[sub["model"] == m, metric].to_numpy() for m in models]
+        ax.boxplot(values, widths=0.55, showfliers=False, medianprops={"color": "k"})
+        for i, m in enumerate(models, start=1):
+            ms = sub[sub["model"] == m]
+            x = i + rng.uniform(-0.18, 0.18, len(ms))
+            ax.scatter(x, 100 * ms[metric], s=9, alpha=0.75, c=[fold_colours[f] for f in ms["fold"]],
+                       edgecolors="none")
+        ax.set_xticks(range(1, len(models) + 1), [model_label(m) for m in models], fontsize=8)
+        ax.set_title(ds, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(f"per-volume {metric} [%]")
+    if len(folds) > 1:
+        handles = [plt.Line2D([], [], ls="", marker="o", color=fold_colours[f], label=f"fold {f}") for f in folds]
+        axes[0][-1].legend(handles=handles, fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training curves
+
+TRAIN_LOG_COLUMNS = ("step", "train_loss", "val_loss")
+
+
+def read_train_log(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise PddpmInputError(f"{path}: training log not found; run `train` for this model and fold")
+    try:
+        log = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise PddpmInputError(f"{path}: not a readable CSV ({exc})") from exc
+    missing = [c for c in TRAIN_LOG_COLUMNS if c not in log.columns]
+    if missing:
+        raise PddpmInputError(f"{path}: columns {missing} missing (has {list(log.columns)}); "
+                              f"a training log needs {list(TRAIN_LOG_COLUMNS)}")
+    return log
+
+
+def training_curves_figure(logs: Mapping[tuple[str, int], pd.DataFrame], path: str | os.PathLike) -> Path:
+    """One panel per model: training loss (smoothed line) and validation loss (dots) per fold, and the
+    step of the lowest validation loss (the kept model) marked."""
+    models = order_models({m for m, _ in logs})
+    if not models:
+        raise PddpmInputError("no training logs given for the training-curve figure")
+    folds = sorted({f for _, f in logs})
+    colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(folds)}
+    fig, axes = plt.subplots(1, len(models), figsize=(4.0 * len(models), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], models, strict=True):
+        for f in folds:
+            if (m, f) not in logs:
+                continue
+            log = logs[(m, f)]
+            train = log.dropna(subset=["train_loss"])
+            if len(train):
+                window = max(1, len(train) // 25)
+                smooth = train["train_loss"].rolling(window, min_periods=1).mean()
+                ax.plot(train["step"], train["train_loss"], color=colours[f], alpha=0.15, lw=0.8)
+                ax.plot(train["step"], smooth, color=colours[f], lw=1.2, label=f"fold {f} train")
+            val = log.dropna(subset=["val_loss"])
+            if len(val):
+                ax.plot(val["step"], val["val_loss"], "o--", color=colours[f], ms=3, lw=0.8,
+                        label=f"fold {f} val")
+                best = val.loc[val["val_loss"].idxmin()]
+                ax.plot([best["step"]], [best["val_loss"]], "*", color=colours[f], ms=10, mec="k", mew=0.5)
+        ax.set(title=model_label(m), xlabel="step", ylabel="L1 loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# from the workflow's files (docs/contracts.md) to figures: what the rules call
+
+def read_threshold(path: str | os.PathLike) -> float:
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())["threshold"]
+    except FileNotFoundError as exc:
+        raise PddpmInputError(f"{path}: threshold file not found; run the `threshold` rule") from exc
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise PddpmInputError(f"{path}: no `threshold` in it ({exc}); rerun the `threshold` rule") from exc
+    return float(value)
+
+
+def qualitative_from_files(slices_path, infer_paths: Mapping[str, str], threshold_paths: Mapping[str, str],
+                           n_volumes: int, title: str, path, min_component_voxels: int = 7) -> Path:
+    """Qualitative grid of one data set's test split; infer_paths / threshold_paths: model -> file."""
+    split = load_arrays(slices_path, ("image", "seg", "subjects"))
+    outputs = {}
+    for model, infer_path in infer_paths.items():
+        outputs[model] = load_arrays(infer_path, ("recon", "anomaly", "subjects"))
+        outputs[model]["threshold"] = read_threshold(threshold_paths[model])
+    volumes = pick_volumes(split["seg"], n_volumes)
+    return qualitative_grid(split["image"], split["seg"], split["subjects"], outputs, volumes, title, path,
+                            min_component_voxels)
+
+
+def pr_curves_from_files(slices_path, infer_paths: Mapping[tuple[str, int], str],
+                         threshold_paths: Mapping[tuple[str, int], str], title: str, path) -> Path:
+    """Precision-recall over all test voxels of a data set, per model pooled over folds; each fold's
+    threshold marked. infer_paths / threshold_paths: (model, fold) -> file."""
+    split = load_arrays(slices_path, ("seg", "subjects"))
+    subjects = [str(s) for s in split["subjects"]]
+    per_model: dict[str, PRAccumulator] = {}
+    points: dict[str, list[tuple[float, float]]] = {}
+    for (model, fold), infer_path in infer_paths.items():
+        out = load_arrays(infer_path, ("anomaly", "subjects"))
+        if [str(s) for s in out["subjects"]] != subjects:
+            raise PddpmInputError(f"{infer_path}: its subjects differ from {slices_path}'s (order or set); "
+                                  "rerun `infer` for it")
+        acc = PRAccumulator()
+        acc.add(out["anomaly"], split["seg"])
+        total = per_model.setdefault(model, PRAccumulator())
+        total.pos += acc.pos
+        total.neg += acc.neg
+        points.setdefault(model, []).append(operating_point(acc, read_threshold(threshold_paths[(model, fold)])))
+    curves = {}
+    for model, acc in per_model.items():
+        precision, recall, _, ap = acc.curve()
+        curves[model] = (precision, recall, ap)
+    any_acc = next(iter(per_model.values()))
+    prevalence = float(any_acc.pos.sum() / (any_acc.pos.sum() + any_acc.neg.sum()))
+    return pr_curves_figure(curves, prevalence, title, path, operating_points=points)

@@ -1,0 +1,294 @@
+"""The paper's Table 1 from the per-volume evaluation files, with the paper's numbers beside ours.
+
+Flow: `load_per_volume` (the eval CSVs of every model, fold and data set, as one frame) ->
+`aggregate_over_folds` (per fold the mean over volumes, then mean and std over folds) ->
+`build_table1` (one row per model and source, numeric) -> `to_csv` / `to_markdown` / `to_latex`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pddpm.errors import PddpmInputError
+from pddpm.evaluate import aggregate
+from pddpm.io import atomic_path
+
+# Paper order first; models added later fall in after them in config order.
+MODEL_LABELS = {"thresh": "Thresh", "ae": "AE", "vae": "VAE", "svae": "SVAE", "dae": "DAE",
+                "fanogan": "f-AnoGAN", "ddpm": "DDPM", "pddpm": "pDDPM"}
+KIND_LABELS = {"brats": "BraTS21", "mslub": "MSLUB", "ixi": "IXI"}
+ANOMALOUS_METRICS = ("dice", "auprc")
+HEALTHY_METRICS = ("recon_error",)
+METRIC_LABELS = {"dice": "Dice [%]", "auprc": "AUPRC [%]", "recon_error": "recon. error"}
+# Dice and AUPRC are fractions in the eval files and percentages in the paper's table.
+PERCENT_METRICS = {"dice", "auprc"}
+PAPER_SOURCE = "paper"
+OURS_SOURCE = "this run"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What the table needs to know of a data set from the config."""
+
+    key: str
+    kind: str
+    role: str
+    source: str
+    n_subjects: int | None = None
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return ANOMALOUS_METRICS if self.role == "anomalous" else HEALTHY_METRICS
+
+    @property
+    def title(self) -> str:
+        kind = KIND_LABELS.get(self.kind, self.kind)
+        return self.key if self.key.lower() == kind.lower() else f"{self.key} ({kind})"
+
+
+def datasets_from_config(config: Mapping) -> list[Dataset]:
+    """The evaluated data sets in table order: anomalous ones (config order), then the training set."""
+    out = []
+    for key, cfg in config["datasets"].items():
+        if cfg["role"] == "anomalous":
+            out.append(Dataset(key, cfg["kind"], "anomalous", cfg["source"], cfg.get("n_subjects")))
+    train = config["train_dataset"]
+    cfg = config["datasets"][train]
+    out.append(Dataset(train, cfg["kind"], "healthy", cfg["source"], cfg.get("n_subjects")))
+    return out
+
+
+def model_label(model: str) -> str:
+    return MODEL_LABELS.get(model, model)
+
+
+def order_models(models: Iterable[str]) -> list[str]:
+    known = list(MODEL_LABELS)
+    models = list(dict.fromkeys(models))
+    return sorted(models, key=lambda m: (known.index(m) if m in known else len(known), models.index(m)))
+
+
+# docs/contracts.md: results/eval/{model}/fold{fold}/{ds}_per_volume.csv (test volumes)
+per_volume_path = aggregate.per_volume_path
+
+
+def load_per_volume(eval_dir: str | os.PathLike, models: Sequence[str], folds: Sequence[int],
+                    datasets: Sequence[Dataset]) -> pd.DataFrame:
+    """Every model x fold x data set per-volume CSV as one frame (like pddpm.evaluate.aggregate.collect).
+
+    Columns: model, fold, dataset, subject, then the metrics of the files. Raises PddpmInputError naming
+    every missing file at once (so a model or data set absent from the evaluation shows in one message),
+    and any file without the columns its role needs, without rows, or with non-numeric metrics.
+    """
+    missing = [per_volume_path(eval_dir, m, f, d.key) for m in models for f in folds for d in datasets
+               if not per_volume_path(eval_dir, m, f, d.key).is_file()]
+    if missing:
+        listing = "\n  ".join(str(p) for p in missing)
+        raise PddpmInputError(
+            f"evaluation results missing for {len(missing)} model/fold/data set combination(s):\n  {listing}\n"
+            "Run the `metrics` rule for them (snakemake builds them as inputs of `table`), or remove the "
+            "model from `models`, the fold from `folds_to_run` or the data set from `datasets` in the config.")
+    frames = []
+    for model in models:
+        for fold in folds:
+            for ds in datasets:
+                path = per_volume_path(eval_dir, model, fold, ds.key)
+                try:
+                    df = pd.read_csv(path)
+                except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+                    raise PddpmInputError(f"{path}: not a readable CSV ({exc}); rerun its `metrics` job") from exc
+                need = ["subject", *ds.metrics]
+                absent = [c for c in need if c not in df.columns]
+                if absent:
+                    raise PddpmInputError(
+                        f"{path}: columns {absent} missing (has {list(df.columns)}); a {ds.role} data set's "
+                        f"per-volume file needs {need} (docs/contracts.md); rerun its `metrics` job")
+                if df.empty:
+                    raise PddpmInputError(f"{path}: no test volumes in it; check the test split of {ds.key}")
+                for metric in ds.metrics:
+                    try:
+                        df[metric] = pd.to_numeric(df[metric]).astype(float)
+                    except (ValueError, TypeError) as exc:
+                        raise PddpmInputError(f"{path}: column `{metric}` is not numeric ({exc})") from exc
+                df.insert(0, "dataset", ds.key)
+                df.insert(0, "fold", int(fold))
+                df.insert(0, "model", model)
+                frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def aggregate_over_folds(per_volume: pd.DataFrame, ddof: int = 1) -> pd.DataFrame:
+    """Per fold the mean over volumes (NaN skipped), then mean and std over folds: the paper's ±.
+
+    The evaluation stage's helpers (pddpm.evaluate.aggregate) do it, so the table and any other summary
+    agree. Returns model, dataset, metric, mean, std (NaN for a single fold), n_folds."""
+    return aggregate.across_folds(aggregate.fold_means(per_volume), ddof=ddof)
+
+
+def load_reference(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The paper's numbers (SPEC section 8): method, label, dataset (a kind), metric, mean, std, source."""
+    if path is None:
+        with resources.as_file(resources.files("pddpm") / "data" / "reference_table1.csv") as p:
+            return pd.read_csv(p)
+    return pd.read_csv(path)
+
+
+@dataclass
+class Table1:
+    """Numeric table (one row per model and source) plus the notes every rendering prints."""
+
+    frame: pd.DataFrame
+    datasets: list[Dataset]
+    notes: list[str] = field(default_factory=list)
+    run_name: str = ""
+
+    def value_columns(self) -> list[tuple[Dataset, str]]:
+        return [(d, m) for d in self.datasets for m in d.metrics]
+
+
+def cohort_note(run_name: str, datasets: Sequence[Dataset]) -> str:
+    listing = ", ".join(f"{d.key} ({d.source}, {d.role}"
+                        + (f", {d.n_subjects} subjects" if d.n_subjects else "") + ")" for d in datasets)
+    if any(d.source == "demo" for d in datasets):
+        return (f"DEMO COHORT (run `{run_name}`): synthetic subjects made by this pipeline from the ICBM152 "
+                f"template, small CPU-sized models. These numbers show that the pipeline runs end to end; "
+                f"they are NOT comparable with the paper's rows. Data sets: {listing}.")
+    return f"Run `{run_name}`. Data sets: {listing}."
+
+
+def build_table1(summary: pd.DataFrame, reference: pd.DataFrame, datasets: Sequence[Dataset],
+                 models: Sequence[str], run_name: str, ddof: int = 1) -> Table1:
+    """Rows: for each model (paper order) ours, then the paper's if it has one. Columns: per data set
+    and metric `{ds}_{metric}_mean` and `_std`; Dice and AUPRC in percent."""
+    datasets = list(datasets)
+    rows = []
+    for model in order_models(models):
+        ours = summary[summary["model"] == model]
+        if ours.empty:
+            raise PddpmInputError(f"no evaluation results for model `{model}`; it is in `models` of the config "
+                                  "but not in the per-volume files given to the table")
+        row = {"model": model, "label": model_label(model), "source": OURS_SOURCE,
+               "n_folds": int(ours["n_folds"].max())}
+        for ds, metric in ((d, m) for d in datasets for m in d.metrics):
+            hit = ours[(ours["dataset"] == ds.key) & (ours["metric"] == metric)]
+            if hit.empty:
+                raise PddpmInputError(f"no `{metric}` results for model `{model}` on data set `{ds.key}`")
+            scale = 100.0 if metric in PERCENT_METRICS else 1.0
+            row[f"{ds.key}_{metric}_mean"] = float(hit["mean"].iloc[0]) * scale
+            row[f"{ds.key}_{metric}_std"] = float(hit["std"].iloc[0]) * scale
+        rows.append(row)
+        ref = reference[reference["method"] == model]
+        if not ref.empty:
+            prow = {"model": model, "label": model_label(model), "source": PAPER_SOURCE, "n_folds": 5}
+            for ds, metric in ((d, m) for d in datasets for m in d.metrics):
+                hit = ref[(ref["dataset"] == ds.kind) & (ref["metric"] == metric)]
+                prow[f"{ds.key}_{metric}_mean"] = float(hit["mean"].iloc[0]) if len(hit) else np.nan
+                prow[f"{ds.key}_{metric}_std"] = float(hit["std"].iloc[0]) if len(hit) else np.nan
+            rows.append(prow)
+    frame = pd.DataFrame(rows)
+    n_folds = int(summary["n_folds"].max())
+    spread = (f"mean ± std (ddof={ddof}) over {n_folds} folds" if n_folds > 1
+              else "a single fold, so no ± spread")
+    source = reference["source"].dropna().iloc[0] if "source" in reference and len(reference) else "the paper"
+    notes = [
+        cohort_note(run_name, datasets),
+        f"Rows `{OURS_SOURCE}`: Dice and AUPRC in %, per fold the mean over test volumes, then {spread}. "
+        "Recon. error: mean reconstruction error of the healthy test volumes (lower is better).",
+        f"Rows `{PAPER_SOURCE}`: {source}, on the real data sets ({', '.join(sorted(KIND_LABELS[k] for k in {d.kind for d in datasets if d.role == 'anomalous'} if k in KIND_LABELS))}); "
+        "the paper reports no reconstruction error (n/a).",
+    ]
+    return Table1(frame=frame, datasets=datasets, notes=notes, run_name=run_name)
+
+
+def format_cell(mean: float, std: float, fmt: str = ".2f", pm: str = " ± ") -> str:
+    """`mean ± std`; just the mean when std is missing (one fold, or the paper gives none)."""
+    if mean is None or math.isnan(mean):
+        return "n/a"
+    text = format(mean, fmt)
+    if std is not None and not math.isnan(std):
+        text += pm + format(std, fmt)
+    return text
+
+
+def _fmt(metric: str) -> str:
+    # percentages to two decimals like the paper; errors to three significant digits
+    return ".2f" if metric in PERCENT_METRICS else ".3g"
+
+
+def display_frame(table: Table1, pm: str = " ± ") -> pd.DataFrame:
+    """Strings as printed: `mean ± std` per data set and metric."""
+    out = pd.DataFrame({"Model": table.frame["label"], "Source": table.frame["source"]})
+    for ds, metric in table.value_columns():
+        out[f"{ds.title} {METRIC_LABELS[metric]}"] = [
+            format_cell(r[f"{ds.key}_{metric}_mean"], r[f"{ds.key}_{metric}_std"], _fmt(metric), pm)
+            for _, r in table.frame.iterrows()]
+    return out
+
+
+def to_csv(table: Table1, path: str | os.PathLike) -> None:
+    """Numeric, one row per model and source; the run and cohort in columns so the file stands alone."""
+    frame = table.frame.copy()
+    frame.insert(0, "run_name", table.run_name)
+    frame.insert(1, "demo_cohort", any(d.source == "demo" for d in table.datasets))
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.10g")
+
+
+def to_markdown(table: Table1) -> str:
+    body = display_frame(table).to_markdown(index=False, disable_numparse=True)
+    notes = "\n".join(f"- {n}" for n in table.notes[1:])
+    first = table.notes[0]
+    lead = f"> **{first}**" if first.startswith("DEMO") else first
+    return f"# Table 1: anomaly segmentation (run `{table.run_name}`)\n\n{lead}\n\n{body}\n\n{notes}\n"
+
+
+def _tex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("±", r"$\pm$"), ("`", "")):
+        text = text.replace(a, b)
+    return text
+
+
+def to_latex(table: Table1) -> str:
+    """A booktabs table; the paper's rows set in grey italics, our rows plain."""
+    disp = display_frame(table, pm=" ± ")
+    cols = list(disp.columns)
+    lines = [f"% Table 1 of run {table.run_name}, written by pddpm-uad (pddpm/report/table.py)",
+             *[f"% {n}" for n in table.notes],
+             r"% needs \usepackage{booktabs,xcolor}",
+             r"\begin{table}[t]", r"\centering", r"\small",
+             r"\begin{tabular}{ll" + "r" * (len(cols) - 2) + "}", r"\toprule",
+             " & ".join(_tex_escape(c) for c in cols) + r" \\", r"\midrule"]
+    for (_, row), source in zip(disp.iterrows(), table.frame["source"], strict=True):
+        cells = [_tex_escape(str(v)) for v in row]
+        if source == PAPER_SOURCE:
+            cells = [r"\textcolor{gray}{\textit{" + c + "}}" for c in cells]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              r"\caption{" + _tex_escape(" ".join(table.notes)) + "}", r"\label{tab:table1}",
+              r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table1(table: Table1, csv_path, md_path, tex_path) -> None:
+    to_csv(table, csv_path)
+    for path, text in ((md_path, to_markdown(table)), (tex_path, to_latex(table))):
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(text)
+
+
+def make_table1(eval_dir, config: Mapping, ddof: int = 1, reference_path=None) -> Table1:
+    """Everything from the eval folder and the (validated) config: the `table` rule's one call."""
+    datasets = datasets_from_config(config)
+    models = list(config["models"])
+    per_volume = load_per_volume(eval_dir, models, config["folds_to_run"], datasets)
+    summary = aggregate_over_folds(per_volume, ddof=ddof)
+    return build_table1(summary, load_reference(reference_path), datasets, models, config["run_name"], ddof)

@@ -1,0 +1,291 @@
+"""Table 1, figures and the report rules, on synthetic evaluation outputs in the contract's formats."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import average_precision_score
+
+from pddpm.errors import PddpmInputError
+from pddpm.report import figures, table
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+def write_per_volume(eval_dir: Path, config: dict, values: dict) -> None:
+    """values: (model, fold, ds) -> list of per-volume metric values (dice for anomalous, recon_error for
+    healthy); the other columns are filled with noise that the table must not show."""
+    rng = np.random.default_rng(0)
+    for (model, fold, ds), vals in values.items():
+        path = table.per_volume_path(eval_dir, model, fold, ds)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subjects = [f"{ds}_{i:03d}" for i in range(len(vals))]
+        if config["datasets"][ds]["role"] == "anomalous":
+            vals = np.asarray(vals, float)
+            df = pd.DataFrame({"subject": subjects, "dice": vals, "auprc": vals / 2,
+                               "auroc": rng.random(len(vals)), "best_dice": rng.random(len(vals))})
+        else:
+            df = pd.DataFrame({"subject": subjects, "recon_error": vals})
+        df.to_csv(path, index=False)
+
+
+def synthetic_run(root: Path, config: dict, n_test: int = 3, shape=(6, 24, 24), seed: int = 0) -> dict:
+    """The files the report stage reads, as the contract shapes them: slices, inference, thresholds,
+    per-volume metrics and training logs. Returns the known per-fold Dice means."""
+    rng = np.random.default_rng(seed)
+    res = root / "results"
+    anomalous = [ds for ds, c in config["datasets"].items() if c["role"] == "anomalous"]
+    healthy = config["train_dataset"]
+    fold_means = {}
+    for ds in anomalous:
+        image = rng.random((n_test, *shape)).astype(np.float16) * 0.6
+        seg = np.zeros((n_test, *shape), np.uint8)
+        for v in range(n_test):  # lesions of different sizes, on different slices
+            z, r = 1 + v % (shape[0] - 2), 2 + 2 * v
+            seg[v, z - 1:z + 2, 8:8 + r, 8:8 + r] = 1
+        image[seg > 0] = 0.95
+        subjects = np.array([f"{ds}_{i:03d}" for i in range(n_test)])
+        path = res / "slices" / f"{ds}_test.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, image=image, mask=np.ones_like(seg), seg=seg, subjects=subjects,
+                 label=np.ones(n_test, int), spacing_mm=4.0, fov_mm=np.array([192.0, 192.0, 100.0]))
+        for model in config["models"]:
+            for fold in config["folds_to_run"]:
+                d = res / "infer" / model / f"fold{fold}"
+                d.mkdir(parents=True, exist_ok=True)
+                anomaly = (seg * 0.5 + rng.random(seg.shape) * 0.4).astype(np.float16)
+                np.savez(d / f"{ds}_test.npz", recon=(image * 0.9).astype(np.float16), anomaly=anomaly,
+                         subjects=subjects)
+                e = res / "eval" / model / f"fold{fold}"
+                e.mkdir(parents=True, exist_ok=True)
+                (e / f"{ds}_threshold.json").write_text(json.dumps(
+                    {"threshold": 0.45, "method": "interval", "val_dice": 0.5}))
+                vals = rng.random(n_test)
+                fold_means[(model, fold, ds)] = vals.mean()
+                write_per_volume(res / "eval", config, {(model, fold, ds): vals})
+    for model in config["models"]:
+        for fold in config["folds_to_run"]:
+            write_per_volume(res / "eval", config, {(model, fold, healthy): rng.random(4) / 50})
+            if model != "thresh":
+                steps = np.arange(1, 41)
+                log = pd.DataFrame({"step": steps, "train_loss": 0.3 / np.sqrt(steps) + rng.random(40) * 0.01,
+                                    "val_loss": np.where(steps % 10 == 0, 0.25 / np.sqrt(steps), np.nan),
+                                    "images_per_s": 50.0})
+                d = res / "models" / model / f"fold{fold}"
+                d.mkdir(parents=True, exist_ok=True)
+                log.to_csv(d / "train_log.csv", index=False)
+    return fold_means
+
+
+def assert_png(path: Path, min_px: int = 200, max_px: int = 4000) -> tuple[int, int]:
+    """A real PNG (signature, IHDR) of a sensible size, and not blank."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    assert min_px <= width <= max_px and min_px <= height <= max_px, (width, height)
+    assert len(data) > 5000, f"{path} looks blank ({len(data)} bytes)"
+    return width, height
+
+
+def two_fold_config() -> dict:
+    return {**TINY, "folds_to_run": [0, 1], "splits": {**TINY["splits"], "folds": 2}}
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+def test_table_in_three_formats_with_independently_computed_fold_statistics(tmp_path):
+    config = two_fold_config()
+    # known per-volume Dice per fold: fold means 0.2/0.4 (pddpm), 0.1/0.1 (ddpm), 0.05/0.15 (thresh)
+    vols = {"pddpm": ([0.1, 0.3], [0.4, 0.4]), "ddpm": ([0.1, 0.1], [0.05, 0.15]),
+            "thresh": ([0.0, 0.1], [0.1, 0.2])}
+    values = {}
+    for model, per_fold in vols.items():
+        for fold, v in enumerate(per_fold):
+            values[(model, fold, "demo_brats")] = v
+            values[(model, fold, "demo_mslub")] = [x / 2 for x in v]
+            values[(model, fold, "demo_ixi")] = [0.01 * (fold + 1), 0.03 * (fold + 1)]
+    write_per_volume(tmp_path / "eval", config, values)
+
+    t = table.make_table1(tmp_path / "eval", config)
+    table.write_table1(t, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex")
+
+    csv = pd.read_csv(tmp_path / "t.csv")
+    ours = csv[csv["source"] == "this run"].set_index("model")
+    for model, per_fold in vols.items():
+        means = [np.mean(v) for v in per_fold]
+        assert ours.loc[model, "demo_brats_dice_mean"] == pytest.approx(100 * np.mean(means))
+        assert ours.loc[model, "demo_brats_dice_std"] == pytest.approx(100 * np.std(means, ddof=1))
+        assert ours.loc[model, "demo_brats_auprc_mean"] == pytest.approx(50 * np.mean(means))
+        assert ours.loc[model, "demo_mslub_dice_mean"] == pytest.approx(50 * np.mean(means))
+    assert ours.loc["pddpm", "demo_ixi_recon_error_mean"] == pytest.approx(np.mean([0.02, 0.04]))
+    assert (ours["n_folds"] == 2).all()
+    assert csv["run_name"].eq("tiny_demo").all() and csv["demo_cohort"].all()
+    # paper rows beside ours, in the paper's order (Thresh, DDPM, pDDPM), numbers from SPEC section 8
+    assert list(zip(csv["model"], csv["source"], strict=True)) == [
+        (m, s) for m in ("thresh", "ddpm", "pddpm") for s in ("this run", "paper")]
+    paper = csv[csv["source"] == "paper"].set_index("model")
+    assert paper.loc["pddpm", "demo_brats_dice_mean"] == 49.41
+    assert paper.loc["pddpm", "demo_mslub_auprc_std"] == 0.51
+    assert np.isnan(paper.loc["thresh", "demo_brats_dice_std"])
+
+    md = (tmp_path / "t.md").read_text()
+    assert "DEMO COHORT" in md and "tiny_demo" in md
+    pddpm_row = next(line for line in md.splitlines() if line.startswith("| pDDPM ") and "this run" in line)
+    expected = f"{100 * 0.3:.2f} ± {100 * np.std([0.2, 0.4], ddof=1):.2f}"
+    assert expected in pddpm_row
+    assert re.search(r"\| pDDPM\s+\| paper\s+\| 49\.41 ± 0\.66", md)
+    assert "| Thresh  | paper    | 19.69 " in md  # the paper gives Thresh no spread
+
+    tex = (tmp_path / "t.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"\bottomrule" in tex
+    assert expected.replace("±", r"$\pm$") in tex
+    assert r"49.41 $\pm$ 0.66" in tex and "demo\\_brats" in tex
+    # every body row has as many cells as the header
+    rows = [line for line in tex.splitlines() if line.endswith(r"\\")]
+    assert len({row.count(" & ") for row in rows}) == 1 and len(rows) == 7
+
+
+def test_single_fold_has_no_spread_and_real_data_no_demo_note(tmp_path):
+    config = {**TINY, "run_name": "paper_like",
+              "datasets": {k: {**v, "source": "local"} for k, v in TINY["datasets"].items()}}
+    values = {(m, 0, ds): [0.2, 0.4] for m in config["models"] for ds in ("demo_brats", "demo_mslub")}
+    values.update({(m, 0, "demo_ixi"): [0.01] for m in config["models"]})
+    write_per_volume(tmp_path / "eval", config, values)
+    t = table.make_table1(tmp_path / "eval", config)
+    md = table.to_markdown(t)
+    assert "DEMO" not in md and "paper_like" in md
+    ours_row = next(line for line in md.splitlines() if line.startswith("| DDPM ") and "this run" in line)
+    assert "30.00" in ours_row and "±" not in ours_row
+    assert "single fold" in md
+
+
+def test_reference_numbers_match_spec_section_8():
+    ref = table.load_reference()
+    spec = (REPO.parent / "shared" / "SPEC.md")
+    assert set(ref["method"]) == {"thresh", "ae", "vae", "svae", "dae", "fanogan", "ddpm", "pddpm"}
+    assert ref["source"].str.contains("MIDL 2023, Table 1").all()
+    row = ref.set_index(["method", "dataset", "metric"])
+    assert row.loc[("ddpm", "brats", "auprc"), "mean"] == 49.78
+    assert row.loc[("fanogan", "mslub", "dice"), "std"] == 1.18
+    if spec.exists():  # cross-check every number against the spec's table where it is available
+        text = spec.read_text()
+        for (method, ds, metric), r in row.iterrows():
+            label = r["label"]
+            line = next(li for li in text.splitlines() if li.startswith(f"| {label} |"))
+            cells = [c.strip() for c in line.strip("|").split("|")][1:]
+            cell = cells[{"brats": 0, "mslub": 2}[ds] + {"dice": 0, "auprc": 1}[metric]]
+            expect = f"{r['mean']:.2f}" + ("" if np.isnan(r["std"]) else f" +- {r['std']:.2f}")
+            assert cell == expect, (method, ds, metric)
+
+
+def test_missing_model_or_dataset_in_eval_outputs_is_a_clear_error(tmp_path):
+    config = TINY
+    values = {(m, 0, ds): [0.3] for m in ("pddpm", "thresh") for ds in ("demo_brats", "demo_mslub")}
+    values.update({(m, 0, "demo_ixi"): [0.01] for m in ("pddpm", "ddpm", "thresh")})
+    write_per_volume(tmp_path / "eval", config, values)
+    with pytest.raises(PddpmInputError) as err:
+        table.make_table1(tmp_path / "eval", config)
+    msg = str(err.value)
+    # both missing files of the ddpm model named at once, and what to do
+    assert "ddpm/fold0/demo_brats_per_volume.csv" in msg and "ddpm/fold0/demo_mslub_per_volume.csv" in msg
+    assert "missing for 2" in msg and "metrics" in msg
+
+
+def test_per_volume_file_without_needed_column_is_named(tmp_path):
+    config = TINY
+    values = {(m, 0, ds): [0.3] for m in config["models"] for ds in ("demo_brats", "demo_mslub")}
+    values.update({(m, 0, "demo_ixi"): [0.01] for m in config["models"]})
+    write_per_volume(tmp_path / "eval", config, values)
+    bad = table.per_volume_path(tmp_path / "eval", "ddpm", 0, "demo_mslub")
+    pd.read_csv(bad).drop(columns="auprc").to_csv(bad, index=False)
+    with pytest.raises(PddpmInputError, match=r"demo_mslub_per_volume.csv: columns \['auprc'\] missing"):
+        table.make_table1(tmp_path / "eval", config)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+def test_pr_accumulator_is_exact_against_scikit_learn():
+    rng = np.random.default_rng(3)
+    labels = rng.random((3, 5, 16, 16)) < 0.1
+    scores = (rng.random(labels.shape) * 0.6 + labels * rng.random(labels.shape) * 0.5).astype(np.float16)
+    scores[0, 0, 0, :4] = [-0.5, -0.25, 0.0, -0.0]  # negative scores and signed zeros sort correctly
+    acc = figures.PRAccumulator()
+    for v in range(3):  # streamed volume by volume
+        acc.add(scores[v], labels[v])
+    precision, recall, thresholds, ap = acc.curve()
+    assert ap == pytest.approx(average_precision_score(labels.ravel(), scores.astype(np.float32).ravel()),
+                               abs=1e-12)
+    assert recall[-1] == 1.0 and np.all(np.diff(thresholds) < 0)
+    with pytest.raises(PddpmInputError, match="different grids"):
+        acc.add(scores[0], labels[0, :, :8])
+
+
+def test_pick_volumes_and_lesion_slice():
+    seg = np.zeros((5, 4, 6, 6), np.uint8)
+    for v, size in enumerate([0, 3, 9, 1, 5]):
+        seg[v, 2].flat[:size] = 1
+    assert figures.pick_volumes(seg, 1) == [2]
+    assert figures.pick_volumes(seg, 3) == [2, 1, 3]  # largest, middle, smallest lesion
+    assert figures.lesion_slice(seg[2]) == 2 and figures.lesion_slice(seg[0]) == 2  # empty: middle slice
+
+
+def test_figures_are_valid_pngs_from_synthetic_files(tmp_path):
+    config = two_fold_config()
+    synthetic_run(tmp_path, config)
+    res = tmp_path / "results"
+    models = config["models"]
+    out = figures.qualitative_from_files(
+        res / "slices" / "demo_brats_test.npz",
+        {m: res / "infer" / m / "fold0" / "demo_brats_test.npz" for m in models},
+        {m: res / "eval" / m / "fold0" / "demo_brats_threshold.json" for m in models},
+        n_volumes=2, title="demo_brats", path=tmp_path / "fig" / "qual.png")
+    w, h = assert_png(out)
+    assert h > w  # 2 volumes x 3 models rows, 5 columns
+    keys = [(m, f) for m in models for f in (0, 1)]
+    out = figures.pr_curves_from_files(
+        res / "slices" / "demo_mslub_test.npz",
+        {k: res / "infer" / k[0] / f"fold{k[1]}" / "demo_mslub_test.npz" for k in keys},
+        {k: res / "eval" / k[0] / f"fold{k[1]}" / "demo_mslub_threshold.json" for k in keys},
+        "demo_mslub", tmp_path / "fig" / "pr.png")
+    assert_png(out)
+    datasets = [d for d in table.datasets_from_config(config) if d.role == "anomalous"]
+    per_volume = table.load_per_volume(res / "eval", models, [0, 1], datasets)
+    assert_png(figures.dice_distribution_figure(per_volume, ["demo_brats", "demo_mslub"],
+                                                tmp_path / "fig" / "dice.png"))
+    logs = {(m, f): figures.read_train_log(res / "models" / m / f"fold{f}" / "train_log.csv")
+            for m in ("pddpm", "ddpm") for f in (0, 1)}
+    assert_png(figures.training_curves_figure(logs, tmp_path / "fig" / "train.png"))
+    assert not list((tmp_path / "fig").glob(".*"))  # no temporary files left behind
+
+
+def test_qualitative_rejects_maps_on_another_grid(tmp_path):
+    synthetic_run(tmp_path, TINY)
+    res = tmp_path / "results"
+    bad = res / "infer" / "ddpm" / "fold0" / "demo_brats_test.npz"
+    arrays = dict(np.load(bad))
+    arrays["anomaly"] = arrays["anomaly"][:, :, :12]
+    np.savez(bad, **arrays)
+    with pytest.raises(PddpmInputError, match="different grids"):
+        figures.qualitative_from_files(
+            res / "slices" / "demo_brats_test.npz",
+            {m: res / "infer" / m / "fold0" / "demo_brats_test.npz" for m in TINY["models"]},
+            {m: res / "eval" / m / "fold0" / "demo_brats_threshold.json" for m in TINY["models"]},
+            n_volumes=1, title="demo_brats", path=tmp_path / "q.png")
+    assert not (tmp_path / "q.png").exists()
+
+
+def test_training_log_without_loss_column_is_named(tmp_path):
+    path = tmp_path / "train_log.csv"
+    pd.DataFrame({"step": [1, 2], "loss": [0.3, 0.2]}).to_csv(path, index=False)
+    with pytest.raises(PddpmInputError, match=r"train_log.csv: columns \['train_loss', 'val_loss'\] missing"):
+        figures.read_train_log(path)
