@@ -1,1 +1,45 @@
-# Stage: train (filled in by its issue).
+# Stage: train (issue 5). One job per (model, fold), so SLURM runs the folds as parallel GPU jobs.
+# The resumable checkpoint lives under results/checkpoints/ - not a declared output, so Snakemake does
+# not delete it when a job fails or is killed at its time limit; rerunning the job resumes from it.
+
+
+def train_split(split):
+    return f"{RES}/slices/{config['train_dataset']}_{split}_fold{{fold}}.npz"
+
+
+rule train:
+    input:
+        train=train_split("train"),
+        val=train_split("val"),
+    output:
+        model=f"{RES}/models/{{model}}/fold{{fold}}/model.pt",
+        log_csv=report(f"{RES}/models/{{model}}/fold{{fold}}/train_log.csv", caption="../report/train_log.rst",
+                       category="Training", subcategory="{model}", labels={"model": "{model}", "fold": "{fold}",
+                                                                            "file": "train_log.csv"}),
+        run=f"{RES}/models/{{model}}/fold{{fold}}/run.json",
+    # result-changing settings only; device, GPUs, threads and checkpoint interval change speed, not weights
+    params:
+        kind=lambda wc: wc.model,
+        unet=config["unet"],
+        diffusion=config["diffusion"],
+        patch=config["patch"],
+        train={k: config["train"][k] for k in ("batch_size", "lr", "epochs", "val_every_steps", "precision")},
+        seed=lambda wc: config["seed"] + int(wc.fold),
+        checkpoint_dir=lambda wc: f"{RES}/checkpoints/{wc.model}/fold{wc.fold}",
+    log:
+        log("train", "{model}", "fold{fold}"),
+    benchmark:
+        bench("train", "{model}", "fold{fold}")
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["train"]["mem_mb"],
+        runtime=config["train"]["runtime_min"],
+        gpu=config["train"]["gpus"],
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/train.py"
+
+
+TARGETS += expand(f"{RES}/models/{{model}}/fold{{fold}}/model.pt", model=trained_models(),
+                  fold=config["folds_to_run"])
