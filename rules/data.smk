@@ -1,11 +1,193 @@
 # Raw data in: downloads with hashes, local folders, the authors' preprocessed layout (issue 8).
+# Every source ends as data/raw/{ds}/{sub}_t2.nii.gz (+ _seg) and data/raw/{ds}/subjects.tsv, like the
+# demo; the preprocessed layout is read in place and enters at slicing (preprocessed_layout_files).
+import functools
+import re
+
+from pddpm.data import brats as data_brats
+from pddpm.data import download as data_download
+from pddpm.data import local as data_local
+from pddpm.data import preprocessed_layout as data_prep
+from pddpm.data.raw import read_subjects_tsv, subjects_table
+
+
+def _datasets_of(source):
+    return [ds for ds in DATASETS if ds_cfg(ds)["source"] == source]
+
+
+def _one_of(names):
+    """Wildcard regex matching exactly `names` (nothing at all when empty), so these rules never
+    compete with the demo's rules for the same files."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+DOWNLOAD_DS = _datasets_of("download")
+LOCAL_DS = _datasets_of("local")
+DOWNLOADS = config.get("downloads", {})
+DL_DIR = "data/downloads"
+# a download data set's files come from the source named like its kind
+DOWNLOAD_SOURCES = sorted({ds_cfg(ds)["kind"] for ds in DOWNLOAD_DS})
+for _ds in DOWNLOAD_DS:
+    if ds_cfg(_ds)["kind"] == "brats":
+        raise WorkflowError(f"datasets.{_ds}: BraTS 2021 cannot be downloaded (registration required); "
+                            f"use source: local.\n{data_brats.HOW_TO}")
+if config["atlas"]["source"] == "sri24":
+    DOWNLOAD_SOURCES.append("sri24")
+
+
+def _source_files(source):
+    return data_download.source_files(source, DOWNLOADS)
+
+
+@functools.cache
+def _local_subjects(ds):
+    """Subjects of a local folder, listed once per DAG build (errors name the folder and the pattern)."""
+    cfg = ds_cfg(ds)
+    return {s.subject: s for s in data_local.scan(cfg["path"], cfg["kind"], cfg["role"])}
+
+
+@functools.cache
+def _prep_files(ds):
+    cfg = ds_cfg(ds)
+    return data_prep.files(cfg["path"], cfg["kind"])
 
 
 def data_subjects(ds):
-    raise WorkflowError(
-        f"datasets.{ds}: source '{ds_cfg(ds)['source']}' is not supported yet; use source: demo"
-    )
+    """Subject ids of a non-demo data set. For `download` they are known only after the download:
+    call this inside input functions (it raises Snakemake's IncompleteCheckpointException until then)."""
+    source = ds_cfg(ds)["source"]
+    if source == "local":
+        return list(_local_subjects(ds))
+    if source == "preprocessed":
+        return list(_prep_files(ds))
+    if source == "download":
+        return read_subjects_tsv(checkpoints.download_raw.get(ds=ds).output[0])
+    raise WorkflowError(f"datasets.{ds}: unknown source '{source}'")
 
 
 def preprocessed_layout_files(ds, sub):
-    raise WorkflowError(f"datasets.{ds}: source 'preprocessed' is not supported yet")
+    """{'t2', 'mask'[, 'seg' for anomalous sets]} -> path in the authors' package, read in place."""
+    files = _prep_files(ds)
+    if sub not in files:
+        raise WorkflowError(f"datasets.{ds}: no subject '{sub}' in {ds_cfg(ds)['path']}")
+    return {k: str(p) for k, p in files[sub].items()}
+
+
+def preprocessed_layout_sheets(ds):
+    """The authors' split sheets of `ds` ({split: DataFrame}, paths absolute and rewritten to t2)."""
+    return data_prep.split_sheets(ds_cfg(ds)["path"], ds_cfg(ds)["kind"])
+
+
+rule download_file:
+    output:
+        f"{DL_DIR}/{{source}}/{{file}}",
+    params:
+        url=lambda wc: _source_files(wc.source)[wc.file]["url"],
+        sha256=lambda wc: _source_files(wc.source)[wc.file]["sha256"],
+        tofu=f"{DL_DIR}/{data_download.TOFU_NAME}",
+        retries=DOWNLOADS.get("retries", 3),
+        timeout=DOWNLOADS.get("timeout_s", 120),
+    wildcard_constraints:
+        source=_one_of(DOWNLOAD_SOURCES),
+        file=_one_of(sorted({f for s in DOWNLOAD_SOURCES for f in _source_files(s)})),
+    log:
+        log("download_file", "{source}", "{file}"),
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=600,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/download_file.py"
+
+
+checkpoint download_raw:
+    input:
+        lambda wc: [f"{DL_DIR}/{ds_cfg(wc.ds)['kind']}/{f}" for f in _source_files(ds_cfg(wc.ds)["kind"])],
+    output:
+        "data/raw/{ds}/subjects.tsv",
+    params:
+        kind=lambda wc: ds_cfg(wc.ds)["kind"],
+        role=lambda wc: ds_cfg(wc.ds)["role"],
+    wildcard_constraints:
+        ds=_one_of(DOWNLOAD_DS),
+    log:
+        log("download_raw", "{ds}"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    conda:
+        "../envs/data.yaml"
+    benchmark:
+        bench("download_raw", "{ds}")
+    script:
+        "../workflow_scripts/download_raw.py"
+
+
+rule link_local:
+    input:
+        lambda wc: str(_local_subjects(wc.ds)[wc.sub].files()[wc.key]),
+    output:
+        "data/raw/{ds}/{sub}_{key}.nii.gz",
+    wildcard_constraints:
+        ds=_one_of(LOCAL_DS),
+        key="t2|seg",
+    log:
+        log("link_local", "{ds}", "{sub}_{key}"),
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/link_local.py"
+
+
+rule local_subjects:
+    input:
+        lambda wc: [f"data/raw/{wc.ds}/{s}_{k}.nii.gz"
+                    for s, subj in _local_subjects(wc.ds).items() for k in subj.files()],
+    output:
+        "data/raw/{ds}/subjects.tsv",
+    params:
+        # the listing itself: a subject added to or removed from the folder rewrites the sheet
+        rows=lambda wc: subjects_table(list(_local_subjects(wc.ds).values())).to_dict("records"),
+    wildcard_constraints:
+        ds=_one_of(LOCAL_DS),
+    log:
+        log("local_subjects", "{ds}"),
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/local_subjects.py"
+
+
+if config["atlas"]["source"] == "sri24":
+
+    rule atlas_sri24:
+        input:
+            [f"{DL_DIR}/sri24/{f}" for f in _source_files("sri24")],
+        output:
+            t1="resources/atlas/t1.nii.gz",
+            t2="resources/atlas/t2.nii.gz",
+            mask="resources/atlas/mask.nii.gz",
+        log:
+            log("atlas_sri24"),
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow_scripts/atlas_sri24.py"
+
+
+TARGETS += [f"data/raw/{ds}/subjects.tsv" for ds in DOWNLOAD_DS + LOCAL_DS]

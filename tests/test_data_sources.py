@@ -1,0 +1,193 @@
+"""Converters of the real sources on fixture archives in their real naming, and their bad inputs."""
+
+from __future__ import annotations
+
+import gzip
+import zipfile
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_fixtures import brats_folder, ixi_demographics, ixi_tar, mslub_zip, nifti, tar_of, zip_of
+from pddpm.data import local, normalise, sri24
+from pddpm.data.archives import extract
+from pddpm.errors import PddpmInputError
+
+
+def _raw_listing(raw):
+    return sorted(p.name for p in raw.iterdir()) if raw.exists() else []
+
+
+def test_ixi_tar_to_raw_with_sites_and_demographics(tmp_path):
+    tar = ixi_tar(tmp_path)
+    raw = tmp_path / "raw" / "ixi"
+    subs = normalise.from_archives("ixi", [tar, ixi_demographics(tmp_path / "IXI.csv")], raw, "healthy")
+    assert [s.subject for s in subs] == ["IXI002", "IXI012", "IXI035"]
+    assert _raw_listing(raw) == ["IXI002_t2.nii.gz", "IXI012_t2.nii.gz", "IXI035_t2.nii.gz", "subjects.tsv"]
+    table = pd.read_csv(raw / "subjects.tsv", sep="\t", keep_default_na=False)
+    assert list(table.columns[:4]) == ["subject", "t2", "seg", "label"]
+    assert table["t2"].tolist() == ["IXI002_t2.nii.gz", "IXI012_t2.nii.gz", "IXI035_t2.nii.gz"]
+    assert table["seg"].tolist() == ["", "", ""] and table["label"].tolist() == [0, 0, 0]
+    assert table["site"].tolist() == ["Guys", "HH", "IOP"]
+    # the duplicated IXI012 row without an age loses; IXI035 is not in the sheet; IXI013 has no T2
+    assert table["age"].tolist() == ["35.8", "38.78", ""]
+    assert table["sex"].tolist() == ["F", "M", ""]
+    # the volume is the archive's, voxel for voxel, with its affine
+    img = nib.load(raw / "IXI012_t2.nii.gz")
+    ref = nib.load(tmp_path / "ixi_src" / "IXI012-HH-1211-T2.nii.gz")
+    np.testing.assert_array_equal(img.get_fdata(), ref.get_fdata())
+    np.testing.assert_allclose(img.affine, ref.affine)
+
+
+def test_ixi_reconversion_drops_stale_subjects(tmp_path):
+    raw = tmp_path / "raw"
+    normalise.from_archives("ixi", [ixi_tar(tmp_path)], raw, "healthy")
+    (tmp_path / "ixi_src").rename(tmp_path / "old")
+    tar = ixi_tar(tmp_path, ["IXI002-Guys-0828-T2.nii.gz"])
+    normalise.from_archives("ixi", [tar], raw, "healthy")
+    assert _raw_listing(raw) == ["IXI002_t2.nii.gz", "subjects.tsv"]
+
+
+@pytest.mark.parametrize("bad_name", ["IXI002-Guys-0828-PD.nii.gz", "IXI02-Guys-0828-T2.nii.gz", "notes.txt"])
+def test_ixi_unexpected_file_names_it_and_the_pattern(tmp_path, bad_name):
+    src = tmp_path / "src"
+    nifti(src / "IXI002-Guys-0828-T2.nii.gz")
+    (src / bad_name).write_bytes(b"x")
+    raw = tmp_path / "raw"
+    with pytest.raises(PddpmInputError, match="IXI<nnn>-<site>-<nnnn>-T2.nii.gz") as err:
+        normalise.from_archives("ixi", [tar_of(src, tmp_path / "IXI-T2.tar")], raw, "healthy")
+    assert bad_name in str(err.value)
+    assert _raw_listing(raw) == []  # nothing half-copied, the unpack folder is gone
+
+
+def test_not_an_archive_and_truncated_archive(tmp_path):
+    fake = tmp_path / "IXI-T2.tar"
+    fake.write_bytes(b"<html>login required</html>" * 50)
+    with pytest.raises(PddpmInputError, match="not an archive") as err:
+        normalise.from_archives("ixi", [fake], tmp_path / "raw", "healthy")
+    assert str(fake) in str(err.value) and "IXI-T2.tar, the IXI T2 tarball" in str(err.value)
+    # a gzipped tar cut off mid-way
+    src = tmp_path / "src"
+    nifti(src / "IXI002-Guys-0828-T2.nii.gz", shape=(40, 40, 40))
+    tar = tar_of(src, tmp_path / "full.tar")
+    cut = tmp_path / "IXI-T2.tar.gz"
+    cut.write_bytes(gzip.compress(tar.read_bytes())[:3000])
+    with pytest.raises(PddpmInputError, match="broken or truncated") as err:
+        extract(cut, tmp_path / "out")
+    assert str(cut) in str(err.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.extracting").exists()
+
+
+def test_zip_member_outside_is_refused(tmp_path):
+    bad = tmp_path / "patient01.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("../evil.nii.gz", b"x")
+    with pytest.raises(PddpmInputError, match="outside"):
+        extract(bad, tmp_path / "out")
+    assert not (tmp_path.parent / "evil.nii.gz").exists()
+
+
+def test_mslub_picks_the_t2_on_the_ground_truths_grid(tmp_path):
+    zips = [mslub_zip(tmp_path, "patient01", "raw"), mslub_zip(tmp_path, "patient02", "preprocessed")]
+    raw = tmp_path / "raw"
+    subs = normalise.from_archives("mslub", zips, raw, "anomalous")
+    assert [(s.subject, s.label) for s in subs] == [("patient01", 1), ("patient02", 1)]
+    assert _raw_listing(raw) == ["patient01_seg.nii.gz", "patient01_t2.nii.gz", "patient02_seg.nii.gz",
+                                 "patient02_t2.nii.gz", "subjects.tsv"]
+    # patient01: the raw T2W (raw first); patient02: only the co-registered T2W matches the ground truth
+    assert nib.load(raw / "patient01_t2.nii.gz").shape == (8, 8, 4)
+    assert nib.load(raw / "patient02_t2.nii.gz").shape == (6, 6, 6)
+    table = pd.read_csv(raw / "subjects.tsv", sep="\t")
+    assert table["seg"].tolist() == ["patient01_seg.nii.gz", "patient02_seg.nii.gz"]
+
+
+def test_mslub_missing_ground_truth(tmp_path):
+    src = tmp_path / "src" / "patient03"
+    nifti(src / "raw" / "patient03_T2W.nii.gz")
+    with pytest.raises(PddpmInputError, match="patient03_consensus_gt.nii.gz") as err:
+        normalise.from_archives("mslub", [zip_of(src.parent, tmp_path / "patient03.zip")],
+                                tmp_path / "raw", "anomalous")
+    assert "patient03_T2W.nii.gz" in str(err.value)
+    assert _raw_listing(tmp_path / "raw") == []
+
+
+def test_brats_local_folder(tmp_path):
+    root = brats_folder(tmp_path / "BraTS2021")
+    (root / "BraTS2021_Training_Data_name_mapping.csv").write_text("a,b\n")
+    subs = local.scan(root, "brats", "anomalous")
+    assert [s.subject for s in subs] == ["BraTS2021_00000", "BraTS2021_00002"]
+    assert subs[0].t2.name == "BraTS2021_00000_t2.nii.gz" and subs[0].seg.name == "BraTS2021_00000_seg.nii.gz"
+
+
+def test_brats_missing_folder_says_how_to_get_it(tmp_path):
+    with pytest.raises(PddpmInputError, match="Synapse") as err:
+        local.scan(tmp_path / "nowhere", "brats", "anomalous")
+    assert "BraTS2021_Training_Data.tar" in str(err.value) and str(tmp_path / "nowhere") in str(err.value)
+
+
+def test_brats_case_without_seg_and_stray_file(tmp_path):
+    root = brats_folder(tmp_path / "b", ids=("00000",), seg=False)
+    with pytest.raises(PddpmInputError, match="BraTS2021_00000_seg.nii.gz"):
+        local.scan(root, "brats", "anomalous")
+    root = brats_folder(tmp_path / "c", ids=("00000",))
+    nifti(root / "BraTS2021_00000" / "BraTS2021_00000_t2_copy.nii.gz")
+    with pytest.raises(PddpmInputError, match="t2_copy.*expected .*BraTS2021_<nnnnn>/"):
+        local.scan(root, "brats", "anomalous")
+
+
+def test_local_raw_naming(tmp_path):
+    for s in ("s01", "s02"):
+        nifti(tmp_path / "d" / f"{s}_t2.nii.gz")
+        nifti(tmp_path / "d" / f"{s}_seg.nii.gz", dtype=np.uint8)
+    subs = local.scan(tmp_path / "d", "mslub", "anomalous")
+    assert [(s.subject, s.label, s.seg.name) for s in subs] == [("s01", 1, "s01_seg.nii.gz"),
+                                                                ("s02", 1, "s02_seg.nii.gz")]
+    # the same folder as a healthy set: segmentations are not used
+    assert all(s.seg is None and s.label == 0 for s in local.scan(tmp_path / "d", "ixi", "healthy"))
+
+
+@pytest.mark.parametrize("case", ["extra", "bad_id", "no_seg", "empty", "missing"])
+def test_local_bad_folders(tmp_path, case):
+    d = tmp_path / "d"
+    nifti(d / "s01_t2.nii.gz")
+    nifti(d / "s01_seg.nii.gz")
+    if case == "extra":
+        nifti(d / "s02_flair.nii.gz")
+        match = "s02_flair.nii.gz.*<subject>_t2.nii.gz"
+    elif case == "bad_id":
+        nifti(d / "s 02_t2.nii.gz")
+        match = "'s 02'"
+    elif case == "no_seg":
+        nifti(d / "s03_t2.nii.gz")
+        match = r"without segmentation for \['s03'\]"
+    elif case == "empty":
+        for p in d.iterdir():
+            p.unlink()
+        match = "no subject files found"
+    else:
+        d = tmp_path / "nowhere"
+        match = "folder not found"
+    with pytest.raises(PddpmInputError, match=match) as err:
+        local.scan(d, "mslub", "anomalous")
+    assert str(d) in str(err.value)
+
+
+def test_sri24_archive_to_atlas(tmp_path):
+    src = tmp_path / "src" / "sri24"
+    aff = np.diag([-1.0, -1.0, 1.0, 1.0])
+    for name in ("T1.nii", "T2.nii", "T1_brain.nii", "PD.nii"):
+        nifti(src / name, (12, 12, 8), affine=aff)
+    nifti(src / "brainmask_nos.nii", (12, 12, 8), affine=aff, dtype=np.uint8)
+    folder = extract(zip_of(src.parent, tmp_path / "sri24_anatomy_nifti.zip"), tmp_path / "x")
+    out = {k: tmp_path / "atlas" / f"{k}.nii.gz" for k in ("t1", "t2", "mask")}
+    sri24.convert(folder, out)
+    t1 = nib.load(out["t1"])
+    np.testing.assert_array_equal(t1.get_fdata(), nib.load(src / "T1.nii").get_fdata().astype(np.float32))
+    np.testing.assert_allclose(t1.affine, aff)
+    mask = nib.load(out["mask"])
+    assert mask.get_data_dtype() == np.uint8 and set(np.unique(mask.get_fdata())) <= {0, 1}
+    (src / "T2.nii").unlink()
+    with pytest.raises(PddpmInputError, match=r"no atlas \['t2'\].*T2.nii"):
+        sri24.find(src)
