@@ -1,0 +1,151 @@
+"""The shipped SLURM profile on a real single-node SLURM (tests/slurm_cluster.py).
+
+The profile under test is profiles/slurm/config.yaml itself with a small overlay for this node
+(`slurm_profile`): its partition, fast status polling through squeue (no accounting database), GPU
+requests set to 0 and memory capped (no GPU, little memory here), conda off (the venv runs the jobs).
+Everything else (retries, runtime scaled by attempt, groups) is what users get.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm_cluster import SlurmNotInstallable, slurm_cluster
+from workflow_utils import REPO, SNAKEMAKE
+
+pytestmark = pytest.mark.slurm
+
+SHIPPED = REPO / "profiles" / "slurm" / "config.yaml"
+GPU_RULES = ("train", "infer")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with contextlib.ExitStack() as stack:
+        try:
+            c = stack.enter_context(slurm_cluster(tmp_path_factory.mktemp("slurm")))
+        except SlurmNotInstallable as err:
+            # Only a machine that cannot install SLURM (or already runs one) skips; a daemon that
+            # fails to start after installing is a failure (SlurmUnavailable propagates).
+            print(f"SKIP SLURM tests: {err}")
+            pytest.skip(f"SLURM not available here: {err}")
+        yield c
+
+
+def slurm_profile(dst: Path, cluster, shipped: Path = SHIPPED, gpu: int = 0) -> Path:
+    """The shipped profile plus this node's overlay, written to `dst/config.yaml`."""
+    prof = yaml.safe_load(shipped.read_text())
+    prof["default-resources"]["slurm_partition"] = cluster.partition
+    for rule in GPU_RULES:
+        res = prof["set-resources"][rule]
+        res["gpu"] = gpu
+        if not gpu:
+            res.pop("cpus_per_gpu", None)
+        res["mem_mb"] = min(int(res["mem_mb"]), 2000)
+    prof.pop("software-deployment-method", None)
+    prof.update({
+        "slurm-init-seconds-before-status-checks": 2,
+        "slurm-status-command": "squeue",
+        "slurm-keep-successful-logs": True,
+        "latency-wait": 5,
+    })
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
+    return dst
+
+
+def run_profile(workdir: Path, profile: Path, *args: str, snakefile: Path | None = None, env=None,
+                timeout: int = 300) -> subprocess.CompletedProcess:
+    """snakemake with `profile` as the workflow profile, as users run it (README: Running on SLURM)."""
+    cmd = [SNAKEMAKE, "-s", str(snakefile or REPO / "Snakefile"), "-d", str(workdir),
+           "--workflow-profile", str(profile), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+def minutes(limit: str) -> int:
+    """squeue's %l ([D-]HH:MM:SS, MM:SS) -> minutes."""
+    days, _, hms = limit.rpartition("-")
+    parts = [int(p) for p in hms.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return int(days or 0) * 1440 + parts[0] * 60 + parts[1] + (parts[2] > 0)
+
+
+def expected_runtime(rule: str, attempt: int) -> int:
+    expr = str(yaml.safe_load(SHIPPED.read_text())["set-resources"][rule]["runtime"])
+    return int(eval(expr, {"attempt": attempt}))  # the same expression snakemake evaluates
+
+
+RETRY_SNAKEFILE = """
+rule all:
+    input: "done.txt"
+
+# Named like the workflow's GPU rule so that the shipped set-resources (runtime x attempt) apply.
+rule train:
+    output: "done.txt"
+    log: "train.log"
+    shell:
+        '''
+        echo "$SLURM_JOB_ID $(squeue -h -j $SLURM_JOB_ID -o %l)" >> attempts.txt
+        if [ "$(wc -l < attempts.txt)" -lt 2 ]; then echo "failing on purpose" >&2; exit 3; fi
+        echo ok > {output}
+        '''
+"""
+
+
+def test_failed_job_is_reported_and_retried_with_more_runtime(cluster, tmp_path):
+    wd = tmp_path / "wf"
+    wd.mkdir()
+    (wd / "Snakefile").write_text(RETRY_SNAKEFILE)
+    profile = slurm_profile(tmp_path / "profile", cluster)
+    t0 = time.monotonic()
+    proc = run_profile(wd, profile, snakefile=wd / "Snakefile", env=cluster.env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:] + cluster.logs()
+    print(f"retry workflow on SLURM: {time.monotonic() - t0:.1f} s")
+    # Reported: snakemake names the failed rule and that it tries again.
+    assert re.search(r"Error in rule train", out), out[-4000:]
+    attempts = [line.split() for line in (wd / "attempts.txt").read_text().splitlines()]
+    assert len(attempts) == 2
+    (id1, limit1), (id2, limit2) = attempts
+    assert id1 != id2  # two separate SLURM jobs
+    assert minutes(limit1) == expected_runtime("train", 1)
+    assert minutes(limit2) == expected_runtime("train", 2) > minutes(limit1)
+    assert (wd / "done.txt").read_text().strip() == "ok"
+    # The controller saw both submissions, tagged with the rule.
+    ours = {j["id"]: j for j in cluster.jobs() if j["id"] in (id1, id2)}
+    assert ours[id1]["state"] == "FAILED" and ours[id2]["state"] == "COMPLETED", ours
+    assert all(j["comment"].startswith("rule_train") for j in ours.values())
+
+
+GPU_SNAKEFILE = """
+rule infer:
+    output: "x.txt"
+    shell: "echo ok > {output}"
+"""
+
+
+def test_gpu_request_on_partition_without_gpus_fails_early(cluster, tmp_path):
+    wd = tmp_path / "wf"
+    wd.mkdir()
+    (wd / "Snakefile").write_text(GPU_SNAKEFILE)
+    profile = slurm_profile(tmp_path / "profile", cluster, gpu=1)
+    t0 = time.monotonic()
+    proc = run_profile(wd, profile, "--retries", "0", snakefile=wd / "Snakefile", env=cluster.env,
+                       timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-4000:]
+    assert time.monotonic() - t0 < 60  # at submission, not after waiting in the queue
+    # sbatch refuses the job, and snakemake says so with SLURM's reason.
+    assert "SLURM sbatch failed" in out or "sbatch" in out, out[-4000:]
+    assert re.search(r"Invalid generic resource|Requested node configuration is not available", out), \
+        out[-4000:]
+    assert not (wd / "x.txt").exists()
