@@ -1,1 +1,140 @@
-# Stage: demo (filled in by its issue).
+# Stage: the demo cohort (issue 2). Raw-looking scans synthesised from nilearn's ICBM152 2009a, with
+# their ground truth, and the atlas stand-in on SRI24's grid. One job per subject; each subject's seed
+# comes from (demo.seed, data set, index), so adding subjects leaves the existing ones untouched.
+
+DEMO_DS = [ds for ds in DATASETS if ds_cfg(ds)["source"] == "demo"]
+DEMO_ANATOMY = "resources/demo/anatomy.npz"
+
+# the generator follows `kind`; a kind whose labels contradict the role is a config mistake
+_DEMO_ROLES = {"ixi": "healthy", "brats": "anomalous", "mslub": "anomalous"}
+for _ds in DEMO_DS:
+    if ds_cfg(_ds)["role"] != _DEMO_ROLES[ds_cfg(_ds)["kind"]]:
+        raise WorkflowError(
+            f"datasets.{_ds}: a demo data set of kind '{ds_cfg(_ds)['kind']}' is "
+            f"{_DEMO_ROLES[ds_cfg(_ds)['kind']]}; set role: {_DEMO_ROLES[ds_cfg(_ds)['kind']]}"
+        )
+    if "n_subjects" not in ds_cfg(_ds):
+        raise WorkflowError(f"datasets.{_ds}: source demo needs n_subjects (how many to synthesise)")
+
+
+def demo_raw_files(ds):
+    """The raw files of every subject of demo data set `ds` (what subjects.tsv lists)."""
+    files = [f"data/raw/{ds}/{sub}_t2.nii.gz" for sub in subjects(ds)]
+    if is_anomalous(ds):
+        files += [f"data/raw/{ds}/{sub}_seg.nii.gz" for sub in subjects(ds)]
+    return files
+
+
+if DEMO_DS:
+    _DEMO_DS_RE = "|".join(DEMO_DS)
+    _DEMO_ANOMALOUS_RE = "|".join(ds for ds in DEMO_DS if is_anomalous(ds)) or "(?!)"
+
+    rule demo_anatomy:
+        """The template's tissue maps and a synthetic head on the reference grid, shared by all subjects."""
+        output:
+            DEMO_ANATOMY,
+        log:
+            log("demo_anatomy"),
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=10,
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow_scripts/demo_anatomy.py"
+
+    rule demo_cohort:
+        """One synthetic subject: raw T2 plus ground truth (brain, WM, bias, lesions, pose)."""
+        input:
+            DEMO_ANATOMY,
+        output:
+            t2="data/raw/{ds}/{sub}_t2.nii.gz",
+            mask="data/raw/{ds}/truth/{sub}_mask.nii.gz",
+            wm="data/raw/{ds}/truth/{sub}_wm.nii.gz",
+            bias="data/raw/{ds}/truth/{sub}_bias.nii.gz",
+            lesions="data/raw/{ds}/truth/{sub}_lesions.nii.gz",
+            native_to_atlas="data/raw/{ds}/truth/{sub}_native_to_atlas.txt",
+        wildcard_constraints:
+            ds=_DEMO_DS_RE,
+            sub=r"[A-Za-z0-9_]+_\d\d\d+",
+        params:
+            seed=config["demo"]["seed"],
+            kind=lambda wc: ds_cfg(wc.ds)["kind"],
+        log:
+            log("demo_cohort", "{ds}", "{sub}"),
+        benchmark:
+            bench("demo_cohort", "{ds}", "{sub}")
+        threads: 1
+        resources:
+            mem_mb=2500,
+            runtime=10,
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow_scripts/demo_cohort.py"
+
+    rule demo_seg:
+        """The raw label file of an anomalous demo subject: its lesion truth, under the raw name."""
+        input:
+            "data/raw/{ds}/truth/{sub}_lesions.nii.gz",
+        output:
+            "data/raw/{ds}/{sub}_seg.nii.gz",
+        wildcard_constraints:
+            ds=_DEMO_ANOMALOUS_RE,
+            sub=r"[A-Za-z0-9_]+_\d\d\d+",
+        log:
+            log("demo_seg", "{ds}", "{sub}"),
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=5,
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow_scripts/demo_seg.py"
+
+    rule demo_subjects_tsv:
+        input:
+            lambda wc: demo_raw_files(wc.ds),
+        output:
+            "data/raw/{ds}/subjects.tsv",
+        wildcard_constraints:
+            ds=_DEMO_DS_RE,
+        params:
+            subjects=lambda wc: subjects(wc.ds),
+            anomalous=lambda wc: is_anomalous(wc.ds),
+        log:
+            log("demo_subjects_tsv", "{ds}"),
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=5,
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow_scripts/demo_subjects_tsv.py"
+
+    TARGETS += [f for ds in DEMO_DS for f in demo_raw_files(ds) + [f"data/raw/{ds}/subjects.tsv"]]
+
+
+if config["atlas"]["source"] == "demo":
+
+    rule atlas_demo:
+        """The atlas stand-in: ICBM152 T1, its T2-like contrast and brain mask on SRI24's 240x240x155 grid."""
+        output:
+            t1="resources/atlas/t1.nii.gz",
+            t2="resources/atlas/t2.nii.gz",
+            mask="resources/atlas/mask.nii.gz",
+        log:
+            log("atlas_demo"),
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow_scripts/atlas_demo.py"
+
+    TARGETS += ["resources/atlas/t1.nii.gz", "resources/atlas/t2.nii.gz", "resources/atlas/mask.nii.gz"]
