@@ -117,7 +117,7 @@ def test_table_in_three_formats_with_independently_computed_fold_statistics(tmp_
     write_per_volume(tmp_path / "eval", config, values)
 
     t = table.make_table1(tmp_path / "eval", config)
-    table.write_table1(t, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex")
+    table.write_table1(t, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex", tmp_path / "t.html")
 
     csv = pd.read_csv(tmp_path / "t.csv")
     ours = csv[csv["source"] == "this run"].set_index("model")
@@ -153,6 +153,9 @@ def test_table_in_three_formats_with_independently_computed_fold_statistics(tmp_
     # every body row has as many cells as the header
     rows = [line for line in tex.splitlines() if line.endswith(r"\\")]
     assert len({row.count(" & ") for row in rows}) == 1 and len(rows) == 7
+
+    page = (tmp_path / "t.html").read_text()
+    assert page.count('<tr class="paper">') == 3 and expected in page and "DEMO COHORT" in page
 
 
 def test_single_fold_has_no_spread_and_real_data_no_demo_note(tmp_path):
@@ -289,3 +292,42 @@ def test_training_log_without_loss_column_is_named(tmp_path):
     pd.DataFrame({"step": [1, 2], "loss": [0.3, 0.2]}).to_csv(path, index=False)
     with pytest.raises(PddpmInputError, match=r"train_log.csv: columns \['train_loss', 'val_loss'\] missing"):
         figures.read_train_log(path)
+
+
+# ------------------------------------------------------------------------------------------------ workflow
+
+REPORT_RULES = ("table", "qualitative", "pr_curves", "dice_distribution", "training_curves")
+
+
+@pytest.mark.workflow
+def test_report_rules_run_and_build_the_html_report(tmp_path):
+    """The report stage alone, through snakemake, on synthetic upstream files (other stages excluded
+    with --allowed-rules so their outputs count as given): every target, the report, and a setting of
+    one figure reruns only that figure."""
+    from workflow_utils import planned_jobs, snakemake, write_config
+
+    write_config(tmp_path)
+    synthetic_run(tmp_path, TINY)
+    res = tmp_path / "results"
+    targets = ["results/tables/table1.html", "results/tables/table1.tex",
+               "results/figures/qualitative_demo_brats.png", "results/figures/qualitative_demo_mslub.png",
+               "results/figures/pr_demo_brats.png", "results/figures/pr_demo_mslub.png",
+               "results/figures/dice_distribution.png", "results/figures/training_curves.png"]
+    # "--cores 2" closes the list of allowed rules so that the targets parse as targets
+    allowed = ["--allowed-rules", *REPORT_RULES, "--cores", "2"]
+    snakemake(tmp_path, *allowed, *targets)
+    for t in targets:
+        if t.endswith(".png"):
+            assert_png(tmp_path / t)
+    assert "DEMO COHORT" in (res / "tables" / "table1.md").read_text()
+    assert (res / "logs" / "table" / "table1.log").read_text().count("pDDPM") >= 2
+
+    snakemake(tmp_path, "--report", "results/report.html", *allowed, *targets)
+    page = (res / "report.html").read_text()
+    for needle in ("4. Results", "3. Training", "qualitative_demo_brats.png", "table1.html",
+                   "This is the demo cohort", "Qualitative results on the test split"):
+        assert needle in page, needle
+
+    assert planned_jobs(tmp_path, *allowed, *targets) == {}
+    write_config(tmp_path, {"evaluate": {"qualitative_volumes": 2}})
+    assert planned_jobs(tmp_path, *allowed, *targets) == {"qualitative": 2}

@@ -7,6 +7,7 @@ Flow: `load_per_volume` (the eval CSVs of every model, fold and data set, as one
 
 from __future__ import annotations
 
+import html
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -278,9 +279,33 @@ def to_latex(table: Table1) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table1(table: Table1, csv_path, md_path, tex_path) -> None:
+def to_html(table: Table1) -> str:
+    """A standalone page for the Snakemake report, which shows HTML inline (a CSV only as a download)."""
+    disp = display_frame(table)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in disp.columns)
+    rows = []
+    for (_, row), source in zip(disp.iterrows(), table.frame["source"], strict=True):
+        cls = ' class="paper"' if source == PAPER_SOURCE else ""  # grey italics, as in the LaTeX table
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
+    body = f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.notes[1:])
+    lead = html.escape(table.notes[0])
+    lead = f'<p class="demo"><b>{lead}</b></p>' if lead.startswith("DEMO") else f"<p>{lead}</p>"
+    style = ("body{font-family:sans-serif;font-size:14px} table{border-collapse:collapse} "
+             "th,td{padding:4px 10px;text-align:right} th:nth-child(-n+2),td:nth-child(-n+2){text-align:left} "
+             "thead{border-bottom:1px solid #333} tr.paper td{color:#777;font-style:italic} "
+             "tr.paper{border-bottom:1px solid #ccc} .demo{color:#a00}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Table 1 ({html.escape(table.run_name)})"
+            f"</title><style>{style}</style></head><body>\n<h3>Table 1: anomaly segmentation, run "
+            f"<code>{html.escape(table.run_name)}</code></h3>\n{lead}\n{body}\n<ul>{notes}</ul>\n</body></html>\n")
+
+
+def write_table1(table: Table1, csv_path, md_path, tex_path, html_path=None) -> None:
     to_csv(table, csv_path)
-    for path, text in ((md_path, to_markdown(table)), (tex_path, to_latex(table))):
+    texts = [(md_path, to_markdown(table)), (tex_path, to_latex(table))]
+    if html_path:
+        texts.append((html_path, to_html(table)))
+    for path, text in texts:
         with atomic_path(path) as tmp:
             Path(tmp).write_text(text)
 
