@@ -72,7 +72,9 @@ rule splits:
 
 use rule splits as split_defects with:
     output:
-        f"{RES}/splits/{{ds}}_defects.tsv",
+        report(f"{RES}/splits/{{ds}}_defects.tsv", caption="../report/splits_defects.rst",
+               category="2. Splits and slices", subcategory="{ds}",
+               labels={"data set": "{ds}", "table": "split sheet defects"}),
     log:
         log("splits", "{ds}_defects"),
 
