@@ -9,6 +9,7 @@ from pddpm.data import download as data_download
 from pddpm.data import local as data_local
 from pddpm.data import preprocessed_layout as data_prep
 from pddpm.data.raw import read_subjects_tsv, subjects_table
+from pddpm.errors import PddpmInputError
 
 
 def _datasets_of(source):
@@ -43,13 +44,19 @@ def _source_files(source):
 def _local_subjects(ds):
     """Subjects of a local folder, listed once per DAG build (errors name the folder and the pattern)."""
     cfg = ds_cfg(ds)
-    return {s.subject: s for s in data_local.scan(cfg["path"], cfg["kind"], cfg["role"])}
+    try:
+        return {s.subject: s for s in data_local.scan(cfg["path"], cfg["kind"], cfg["role"])}
+    except PddpmInputError as exc:
+        raise WorkflowError(f"datasets.{ds} (source local, kind {cfg['kind']}): {exc}") from None
 
 
 @functools.cache
 def _prep_files(ds):
     cfg = ds_cfg(ds)
-    return data_prep.files(cfg["path"], cfg["kind"])
+    try:
+        return data_prep.files(cfg["path"], cfg["kind"])
+    except PddpmInputError as exc:
+        raise WorkflowError(f"datasets.{ds} (source preprocessed, kind {cfg['kind']}): {exc}") from None
 
 
 def data_subjects(ds):

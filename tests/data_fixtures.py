@@ -39,10 +39,10 @@ def zip_of(folder: Path, archive: Path) -> Path:
 IXI_NAMES = ["IXI002-Guys-0828-T2.nii.gz", "IXI012-HH-1211-T2.nii.gz", "IXI035-IOP-0873-T2.nii.gz"]
 
 
-def ixi_tar(tmp: Path, names=IXI_NAMES) -> Path:
+def ixi_tar(tmp: Path, names=IXI_NAMES, shape=(6, 7, 4)) -> Path:
     src = tmp / "ixi_src"
     for i, n in enumerate(names):
-        nifti(src / n, seed=i)
+        nifti(src / n, shape, seed=i)
     return tar_of(src, tmp / "IXI-T2.tar")
 
 

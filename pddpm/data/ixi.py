@@ -46,8 +46,12 @@ def read_demographics(path: str | os.PathLike) -> pd.DataFrame:
     The sheet has rows for subjects without any T2 and, for a few ids, several rows; the first row with
     an age wins."""
     path = Path(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    # by content, not name: a server may hand out the sheet as csv under IXI.xls
+    excel = magic in (b"\xd0\xcf\x11\xe0", b"PK\x03\x04")
     try:
-        table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_excel(path)
+        table = pd.read_excel(path) if excel else pd.read_csv(path)
     except ImportError as exc:
         raise PddpmInputError(f"{path}: reading .xls needs the package xlrd (pip install xlrd)") from exc
     except Exception as exc:

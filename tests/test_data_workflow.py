@@ -1,0 +1,108 @@
+"""Real snakemake runs of the raw stage: a local folder of NIfTI files (linked, not copied) and a download
+source served from 127.0.0.1 (checkpoint, then the subjects are known)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pandas as pd
+import pytest
+import yaml
+
+from data_fixtures import ixi_tar, nifti
+from http_server import start
+from workflow_utils import REPO, TINY_CONFIG, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+def _planned(work, *targets):
+    # planned_jobs appends its args after `--quiet rules` (nargs *): an option in between ends that list
+    return planned_jobs(work, "--cores", "2", *targets)
+
+
+def _config(workdir, datasets, train="loc_ixi", extra=None):
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["datasets"] = datasets
+    config["train_dataset"] = train
+    config.update(extra or {})
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def test_local_folders_linked_into_raw(tmp_path):
+    healthy, lesions = tmp_path / "mine" / "ixi", tmp_path / "mine" / "ms"
+    for i in range(3):
+        nifti(healthy / f"IXI00{i}-Guys-0828-T2.nii.gz", seed=i)  # the IXI tarball's naming
+    for s in ("p01", "p02"):
+        nifti(lesions / f"{s}_t2.nii.gz")  # the raw naming
+        nifti(lesions / f"{s}_seg.nii.gz")
+    work = tmp_path / "run"
+    _config(work, {
+        "loc_ixi": {"source": "local", "kind": "ixi", "role": "healthy", "path": str(healthy)},
+        "loc_ms": {"source": "local", "kind": "mslub", "role": "anomalous", "path": str(lesions)},
+    })
+    targets = ["data/raw/loc_ixi/subjects.tsv", "data/raw/loc_ms/subjects.tsv"]
+    snakemake(work, *targets)
+
+    raw = work / "data/raw/loc_ixi"
+    link = raw / "IXI001_t2.nii.gz"
+    assert link.is_symlink() and os.path.realpath(link) == str(healthy / "IXI001-Guys-0828-T2.nii.gz")
+    table = pd.read_csv(raw / "subjects.tsv", sep="\t", keep_default_na=False)
+    assert table["subject"].tolist() == ["IXI000", "IXI001", "IXI002"]
+    assert table["site"].tolist() == ["Guys"] * 3 and table["label"].tolist() == [0, 0, 0]
+    ms = pd.read_csv(work / "data/raw/loc_ms/subjects.tsv", sep="\t")
+    assert ms["seg"].tolist() == ["p01_seg.nii.gz", "p02_seg.nii.gz"] and ms["label"].tolist() == [1, 1]
+    assert (work / "results/logs/link_local/loc_ms/p02_seg.log").exists()
+
+    # up to date: nothing to do; the next stage reads the links
+    assert _planned(work, *targets) == {}
+    counts = _planned(work, "results/preprocess/loc_ms/1_resampled/p01_t2.nii.gz")
+    assert counts.get("resample") == 1 and "link_local" not in counts
+
+    # a subject added to the folder: only its link and the sheet are made
+    nifti(healthy / "IXI007-HH-1000-T2.nii.gz")
+    assert _planned(work, *targets) == {"link_local": 1, "local_subjects": 1}
+
+    # a misnamed file stops the DAG with the file and the expected pattern
+    nifti(healthy / "IXI008-HH-1000-PD.nii.gz")
+    proc = snakemake(work, "-n", *targets, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "IXI008-HH-1000-PD.nii.gz" in out and "IXI<nnn>-<site>-<nnnn>-T2.nii.gz" in out
+
+
+# Subjects of a download source are known only after its checkpoint: a stage that lists them at parse
+# time (outside an input function) stops the DAG. Remove this marker once none does.
+_PARSE_TIME_SUBJECTS = "for _sub in subjects(_ds)" in (REPO / "rules" / "preprocess.smk").read_text()
+
+
+@pytest.mark.xfail(_PARSE_TIME_SUBJECTS, strict=True,
+                   reason="rules/preprocess.smk calls subjects() at parse time; wrap it in a lambda")
+def test_download_source_through_checkpoint(tmp_path):
+    state, server = start()
+    try:
+        tar = ixi_tar(tmp_path, shape=(40, 40, 40)).read_bytes()  # ~0.7 MB: several download chunks
+        sheet = b"IXI_ID,SEX_ID,AGE\n2,1,40.1\n12,2,50.2\n35,1,60.3\n"
+        urls = {"ixi/IXI-T2.tar": state.serve("IXI-T2.tar", tar, truncate_at=300_000, truncate_times=1),
+                "ixi/IXI.xls": state.serve("IXI.csv", sheet)}
+        work = tmp_path / "run"
+        _config(work, {
+            "ixi": {"source": "download", "kind": "ixi", "role": "healthy"},
+        }, train="ixi", extra={"downloads": {"urls": urls, "retries": 1, "timeout_s": 10,
+                                             "sha256": {"ixi/IXI-T2.tar": hashlib.sha256(tar).hexdigest()}}})
+        snakemake(work, "data/raw/ixi/subjects.tsv")
+    finally:
+        server.shutdown()
+        server.server_close()
+    raw = work / "data/raw/ixi"
+    table = pd.read_csv(raw / "subjects.tsv", sep="\t")
+    assert table["subject"].tolist() == ["IXI002", "IXI012", "IXI035"]
+    assert table["age"].tolist() == [40.1, 50.2, 60.3]
+    assert (raw / "IXI035_t2.nii.gz").is_file() and not (raw / ".unpacked").exists()
+    # the truncated first transfer was resumed, the sheet's hash recorded on first use
+    assert ("/IXI-T2.tar", "bytes=0-") not in state.requests
+    assert any(p == "/IXI-T2.tar" and r and r.startswith("bytes=") for p, r in state.requests)
+    tofu = (work / "data/downloads/sha256_first_use.tsv").read_text()
+    assert urls["ixi/IXI.xls"] in tofu and urls["ixi/IXI-T2.tar"] not in tofu
