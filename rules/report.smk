@@ -26,6 +26,12 @@ def table_settings():
     }
 
 
+def figure_mem_mb(wildcards, input):
+    # the test split is memory-mapped and one inference file is read at a time, of which the anomaly map
+    # (and recon) is about half the file's raw size: twice the mean file size is ample, plus plotting
+    return 1500 + int(2 * input.size_mb / max(1, len(input.infer)))
+
+
 def per_volume_files(datasets):
     return [f"{RES}/eval/{m}/fold{f}/{ds}_per_volume.csv"
             for m in REPORT_MODELS for f in REPORT_FOLDS for ds in datasets]
@@ -80,7 +86,7 @@ rule qualitative:
         log("qualitative", "{ds}"),
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=figure_mem_mb,
         runtime=10,
     conda:
         "../envs/eval.yaml"
@@ -104,10 +110,12 @@ rule pr_curves:
         run_name=config["run_name"],
     log:
         log("pr_curves", "{ds}"),
+    benchmark:
+        bench("pr_curves", "{ds}")
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=figure_mem_mb,
+        runtime=30,
     conda:
         "../envs/eval.yaml"
     script:

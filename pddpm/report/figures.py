@@ -21,6 +21,7 @@ from pddpm.errors import PddpmInputError  # noqa: E402
 from pddpm.evaluate.postprocess import remove_small_components  # noqa: E402
 from pddpm.io import atomic_path  # noqa: E402
 from pddpm.report.table import model_label, order_models  # noqa: E402
+from pddpm.slices import load_split  # noqa: E402
 
 DPI = 110
 # one colour per model, stable across figures
@@ -350,16 +351,35 @@ def read_threshold(path: str | os.PathLike) -> float:
     return float(value)
 
 
+def _load_slices(path) -> dict[str, np.ndarray]:
+    """The test split with image and seg memory-mapped: the figures read only a few volumes of them."""
+    return load_split(path, mmap=True)
+
+
 def qualitative_from_files(slices_path, infer_paths: Mapping[str, str], threshold_paths: Mapping[str, str],
                            n_volumes: int, title: str, path, min_component_voxels: int = 7) -> Path:
-    """Qualitative grid of one data set's test split; infer_paths / threshold_paths: model -> file."""
-    split = load_arrays(slices_path, ("image", "seg", "subjects"))
+    """Qualitative grid of one data set's test split; infer_paths / threshold_paths: model -> file.
+
+    Memory: one model's maps at a time, and of them only the volumes shown are kept."""
+    split = _load_slices(slices_path)
+    subjects = [str(s) for s in split["subjects"]]
+    volumes = pick_volumes(split["seg"], n_volumes)
+    shown = [subjects[v] for v in volumes]
     outputs = {}
     for model, infer_path in infer_paths.items():
-        outputs[model] = load_arrays(infer_path, ("recon", "anomaly", "subjects"))
-        outputs[model]["threshold"] = read_threshold(threshold_paths[model])
-    volumes = pick_volumes(split["seg"], n_volumes)
-    return qualitative_grid(split["image"], split["seg"], split["subjects"], outputs, volumes, title, path,
+        out = load_arrays(infer_path, ("recon", "anomaly", "subjects"))
+        theirs = [str(s) for s in out["subjects"]]
+        rows = [theirs.index(s) for s in shown if s in theirs]
+        if len(rows) < len(shown):
+            missing = [s for s in shown if s not in theirs]
+            raise PddpmInputError(f"{infer_path}: no output for subjects {missing} of {slices_path}; "
+                                  "the inference and slices files disagree: rerun `infer`")
+        outputs[model] = {"recon": out["recon"][rows], "anomaly": out["anomaly"][rows],
+                          "subjects": np.array(shown), "threshold": read_threshold(threshold_paths[model])}
+        del out
+    image = np.asarray(split["image"][volumes])
+    seg = np.asarray(split["seg"][volumes])
+    return qualitative_grid(image, seg, shown, outputs, list(range(len(volumes))), title, path,
                             min_component_voxels)
 
 
@@ -367,7 +387,7 @@ def pr_curves_from_files(slices_path, infer_paths: Mapping[tuple[str, int], str]
                          threshold_paths: Mapping[tuple[str, int], str], title: str, path) -> Path:
     """Precision-recall over all test voxels of a data set, per model pooled over folds; each fold's
     threshold marked. infer_paths / threshold_paths: (model, fold) -> file."""
-    split = load_arrays(slices_path, ("seg", "subjects"))
+    split = _load_slices(slices_path)
     subjects = [str(s) for s in split["subjects"]]
     per_model: dict[str, PRAccumulator] = {}
     points: dict[str, list[tuple[float, float]]] = {}
@@ -377,7 +397,9 @@ def pr_curves_from_files(slices_path, infer_paths: Mapping[tuple[str, int], str]
             raise PddpmInputError(f"{infer_path}: its subjects differ from {slices_path}'s (order or set); "
                                   "rerun `infer` for it")
         acc = PRAccumulator()
-        acc.add(out["anomaly"], split["seg"])
+        for v in range(len(subjects)):  # volume by volume: the key arrays stay small
+            acc.add(out["anomaly"][v], split["seg"][v])
+        del out
         total = per_model.setdefault(model, PRAccumulator())
         total.pos += acc.pos
         total.neg += acc.neg
