@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from data_fixtures import brats_folder, ixi_demographics, ixi_tar, mslub_zip, nifti, tar_of, zip_of
-from pddpm.data import local, normalise, sri24
+from pddpm.data import ixi, local, normalise, sri24
 from pddpm.data.archives import extract
 from pddpm.errors import PddpmInputError
 
@@ -191,3 +191,20 @@ def test_sri24_archive_to_atlas(tmp_path):
     (src / "T2.nii").unlink()
     with pytest.raises(PddpmInputError, match=r"no atlas \['t2'\].*T2.nii"):
         sri24.find(src)
+
+
+def test_ixi_demographics_from_real_xls(tmp_path):
+    xlwt = pytest.importorskip("xlwt")  # test extra: writes the legacy .xls format IXI.xls uses
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("Table")
+    rows = [("IXI_ID", "SEX_ID", "HEIGHT", "AGE"), (2, 2, 164, 35.8), (12, 1, 175, 38.78), (13, 1, 180, 46.7)]
+    for r, row in enumerate(rows):
+        for c, v in enumerate(row):
+            sheet.write(r, c, v)
+    book.save(str(tmp_path / "IXI.xls"))
+    demo = ixi.read_demographics(tmp_path / "IXI.xls")
+    assert demo["subject"].tolist() == ["IXI002", "IXI012", "IXI013"]
+    assert demo["sex"].tolist() == ["F", "M", "M"] and demo["age"].tolist() == [35.8, 38.78, 46.7]
+    (tmp_path / "bad.xls").write_bytes(b"\xd0\xcf\x11\xe0" + b"\0" * 600)
+    with pytest.raises(PddpmInputError, match="bad.xls: not a readable demographics sheet"):
+        ixi.read_demographics(tmp_path / "bad.xls")
