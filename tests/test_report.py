@@ -77,9 +77,10 @@ def synthetic_run(root: Path, config: dict, n_test: int = 3, shape=(6, 24, 24), 
         for fold in config["folds_to_run"]:
             write_per_volume(res / "eval", config, {(model, fold, healthy): rng.random(4) / 50})
             if model != "thresh":
-                steps = np.arange(1, 41)
-                log = pd.DataFrame({"step": steps, "train_loss": 0.3 / np.sqrt(steps) + rng.random(40) * 0.01,
-                                    "val_loss": np.where(steps % 10 == 0, 0.25 / np.sqrt(steps), np.nan),
+                # as pddpm.train writes it: one row per validation interval
+                steps = np.arange(5, 41, 5)
+                log = pd.DataFrame({"step": steps, "train_loss": 0.3 / np.sqrt(steps) + rng.random(8) * 0.01,
+                                    "val_loss": 0.25 / np.sqrt(steps) + rng.random(8) * 0.01,
                                     "images_per_s": 50.0})
                 d = res / "models" / model / f"fold{fold}"
                 d.mkdir(parents=True, exist_ok=True)
