@@ -21,8 +21,6 @@ from pddpm.io import atomic_path
 SHEET_COLUMNS = ["img_name", "age", "sex", "label", "img_path", "mask_path", "seg_path"]
 REQUIRED_COLUMNS = ["img_name", "label", "img_path", "mask_path"]
 DEFECT_COLUMNS = ["sheet", "img_name", "defect", "detail", "action"]
-# file prefix of the authors' sheets (Data/splits/{prefix}_{split}.csv) per data set kind
-AUTHORS_SHEET_PREFIX = {"ixi": "IXI", "brats": "Brats21", "mslub": "MSLUB"}
 SPLIT_PATTERN = r"train_fold\d+|val_fold\d+|val|test"
 
 log = logging.getLogger("pddpm.splits")
@@ -113,6 +111,33 @@ def t1_to_modality(path: str, modality: str = "t2") -> str:
     return _T1.sub(modality, path).replace("FLAIR.nii.gz", f"{modality}.nii.gz")
 
 
+def normalise_sheet(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """A sheet reduced to `SHEET_COLUMNS` with checked types; `name` (its file) goes into every error.
+    A `subject` column (the workflow's id for the row, e.g. from the authors' layout reader) becomes
+    `img_name`, so sheets, split files and results all name a volume the same way."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise PddpmInputError(f"{name}: missing column(s) {', '.join(missing)}; a split sheet needs "
+                              f"{', '.join(SHEET_COLUMNS)} (age, sex, seg_path may be empty)")
+    df = df.copy()
+    if "subject" in df.columns:
+        df["img_name"] = df["subject"]
+    for col in SHEET_COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan if col == "age" else ""
+    df = df[SHEET_COLUMNS].copy()
+    if df["img_name"].isna().any():
+        raise PddpmInputError(f"{name}: rows {list(df.index[df['img_name'].isna()])} have no img_name")
+    df["img_name"] = df["img_name"].astype(str)
+    for col in ("sex", "img_path", "mask_path", "seg_path"):
+        df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
+    try:
+        df["label"] = df["label"].astype(int)
+    except (TypeError, ValueError) as exc:
+        raise PddpmInputError(f"{name}: column label must hold integers 0/1 ({exc})") from exc
+    return df.reset_index(drop=True)
+
+
 def read_sheet(path: str | os.PathLike, *, modality: str | None = None, root: str | os.PathLike | None = None
                ) -> pd.DataFrame:
     """Read a split sheet in the original layout (the authors' ones unchanged, or ours).
@@ -128,22 +153,7 @@ def read_sheet(path: str | os.PathLike, *, modality: str | None = None, root: st
                                       "sex": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise PddpmInputError(f"{path}: not a readable CSV split sheet ({exc})") from exc
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise PddpmInputError(f"{path}: missing column(s) {', '.join(missing)}; a split sheet needs "
-                              f"{', '.join(SHEET_COLUMNS)} (age, sex, seg_path may be empty)")
-    for col in SHEET_COLUMNS:
-        if col not in df.columns:
-            df[col] = np.nan if col == "age" else ""
-    df = df[SHEET_COLUMNS].copy()
-    for col in ("sex", "img_path", "mask_path", "seg_path"):
-        df[col] = df[col].fillna("").astype(str)
-    if df["img_name"].isna().any():
-        raise PddpmInputError(f"{path}: rows {list(df.index[df['img_name'].isna()])} have no img_name")
-    try:
-        df["label"] = df["label"].astype(int)
-    except (TypeError, ValueError) as exc:
-        raise PddpmInputError(f"{path}: column label must hold integers 0/1 ({exc})") from exc
+    df = normalise_sheet(df, str(path))
     if modality:
         df["img_path"] = df["img_path"].map(lambda p: t1_to_modality(p, modality))
     if root is not None:
@@ -234,21 +244,25 @@ def write_defects(defects: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def build_sheets(*, ds: str, anomalous: bool, files: Mapping[str, Mapping[str, str | None]] | None = None,
-                 authors_sheets: Mapping[str, str | os.PathLike] | None = None, root: str | None = None,
+                 authors_sheets: Mapping[str, str | os.PathLike | pd.DataFrame] | None = None,
+                 root: str | None = None,
                  folds: int, val_fraction: float, test_fraction: float, anomalous_val_fraction: float,
                  seed: int, drop_defects: bool, modality: str = "t2"
                  ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """All sheets of one data set and their defect table, checked (and cleaned when `drop_defects`).
 
-    Either `authors_sheets` (split name -> CSV in the original layout, paths relative to `root`) or
-    `files` (subject -> {'t2','mask','seg'} preprocessed paths) to make seeded splits from.
+    Either `authors_sheets` (split name -> CSV in the original layout with paths relative to `root`, or
+    a DataFrame already read, e.g. by `pddpm.data.preprocessed_layout.split_sheets`) or `files`
+    (subject -> {'t2','mask','seg'} preprocessed paths) to make seeded splits from.
     """
     wanted = split_names(anomalous, folds)
     if authors_sheets is not None:
         missing = [s for s in wanted if s not in authors_sheets]
         if missing:
             raise PddpmInputError(f"datasets.{ds}: no authors' sheet for {', '.join(missing)}")
-        sheets = {s: read_sheet(authors_sheets[s], modality=modality, root=root) for s in wanted}
+        sheets = {s: normalise_sheet(authors_sheets[s], f"authors' sheet {s}")
+                  if isinstance(authors_sheets[s], pd.DataFrame)
+                  else read_sheet(authors_sheets[s], modality=modality, root=root) for s in wanted}
     else:
         if not files:
             raise PddpmInputError(f"datasets.{ds}: no subjects to split")

@@ -1,6 +1,8 @@
 # Stage: splits and slices (issue 4). Split sheets per data set in the original CSV layout, checked for
 # duplicates, leakage and missing files; then one array file per (data set, split) on the model grid.
-from pddpm.splits import AUTHORS_SHEET_PREFIX, SPLIT_PATTERN
+from pddpm.data.preprocessed_layout import SHEET_PREFIX as AUTHORS_SHEET_PREFIX
+from pddpm.data.preprocessed_layout import data_root as authors_data_root
+from pddpm.splits import SPLIT_PATTERN
 
 
 def subject_files(ds):
@@ -13,13 +15,14 @@ def subject_inputs(wildcards):
 
 
 def authors_sheets(ds):
-    """The authors' published sheets (`{path}/splits/{IXI,Brats21,MSLUB}_{split}.csv`) for a data set
-    given in their layout; None for data we split ourselves."""
+    """The authors' published sheets (`{Data}/splits/{IXI,Brats21,MSLUB}_{split}.csv`) for a data set
+    given in their layout (the job reads them with rules/data.smk's reader); None for data we split."""
     cfg = ds_cfg(ds)
     if cfg["source"] != "preprocessed":
         return None
+    root = authors_data_root(cfg["path"])
     prefix = AUTHORS_SHEET_PREFIX[cfg["kind"]]
-    return {s: os.path.join(cfg["path"], "splits", f"{prefix}_{s}.csv") for s in split_names(ds)}
+    return {s: str(root / "splits" / f"{prefix}_{s}.csv") for s in split_names(ds)}
 
 
 def splits_input(wildcards):
@@ -38,6 +41,7 @@ SPLIT_PARAMS = dict(
     files=lambda wc: None if authors_sheets(wc.ds) else subject_files(wc.ds),
     authors=lambda wc: authors_sheets(wc.ds),
     root=lambda wc: ds_cfg(wc.ds).get("path"),
+    kind=lambda wc: ds_cfg(wc.ds)["kind"],
     folds=config["splits"]["folds"],
     val_fraction=config["splits"]["val_fraction"],
     test_fraction=config["splits"]["healthy_test_fraction"],

@@ -131,6 +131,20 @@ def test_planted_defects_are_found_reported_and_dropped(tmp_path):
     assert len(table) == 3 and "also in test" in set(table["detail"])
 
 
+def test_authors_layout_read_by_the_data_stage_reader(tmp_path):
+    """The workflow reads the authors' layout with pddpm.data.preprocessed_layout.split_sheets (issue 8);
+    the same defects come out, and volumes are named by the workflow's subject ids."""
+    from pddpm.data.preprocessed_layout import split_sheets
+
+    paths, (train, val, test) = _authors_layout(tmp_path, with_defects=True)
+    sheets, defects = build_sheets(ds="ixi", anomalous=False, authors_sheets=split_sheets(tmp_path, "ixi"),
+                                   folds=1, val_fraction=0.1, test_fraction=0.27, anomalous_val_fraction=0.08,
+                                   seed=0, drop_defects=True)
+    assert sorted(defects["defect"]) == ["duplicate", "leakage", "missing_file"]
+    assert list(sheets["train_fold0"]["img_name"]) == train[:6]
+    assert sheets["test"]["img_path"].iloc[0] == str(tmp_path / f"Train/ixi/t2/{test[0]}_t2.nii.gz")
+
+
 def test_defects_kept_when_not_dropping(tmp_path):
     paths, (train, _, _) = _authors_layout(tmp_path, with_defects=True)
     sheets, defects = _build(tmp_path, paths, drop=False)

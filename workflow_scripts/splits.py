@@ -5,8 +5,14 @@ from pddpm.splits import build_sheets, write_defects, write_sheet
 
 with logged(snakemake.log[0]) as log:
     p = snakemake.params
+    authors = None
+    if p.authors:
+        # the authors' layout: one reader for their sheets (t1 -> t2 paths, absolute, workflow subject ids)
+        from pddpm.data.preprocessed_layout import split_sheets
+
+        authors = split_sheets(p.root, p.kind)
     sheets, defects = build_sheets(
-        ds=p.ds, anomalous=p.anomalous, files=p.files, authors_sheets=p.authors, root=p.root,
+        ds=p.ds, anomalous=p.anomalous, files=p.files, authors_sheets=authors,
         folds=p.folds, val_fraction=p.val_fraction, test_fraction=p.test_fraction,
         anomalous_val_fraction=p.anomalous_val_fraction, seed=p.seed, drop_defects=p.drop_defects)
     out = snakemake.output[0]
