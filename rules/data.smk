@@ -2,6 +2,7 @@
 # Every source ends as data/raw/{ds}/{sub}_t2.nii.gz (+ _seg) and data/raw/{ds}/subjects.tsv, like the
 # demo; the preprocessed layout is read in place and enters at slicing (preprocessed_layout_files).
 import functools
+import os
 import re
 
 from pddpm.data import brats as data_brats
@@ -38,6 +39,18 @@ if config["atlas"]["source"] == "sri24":
 
 def _source_files(source):
     return data_download.source_files(source, DOWNLOADS)
+
+
+# fail before any job runs when a needed file has no known URL and is not on disk either
+_NO_URL = [k for s in DOWNLOAD_SOURCES for k in data_download.missing_urls(s, DOWNLOADS)
+           if not os.path.exists(f"{DL_DIR}/{k}")]
+if _NO_URL:
+    raise WorkflowError(
+        f"no download URL known for {len(_NO_URL)} file(s): {', '.join(_NO_URL[:5])}"
+        f"{' ...' if len(_NO_URL) > 5 else ''} (see pddpm/data/sources.yaml). Either set them in the config, "
+        f'downloads: {{urls: {{"{_NO_URL[0]}": "https://..."}}}}, or put the files at {DL_DIR}/<source>/<file>, '
+        f"or use source: local for the data set (atlas: a copy of the archive at {DL_DIR}/sri24/)"
+    )
 
 
 @functools.cache

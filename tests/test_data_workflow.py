@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from data_fixtures import ixi_tar, nifti
+from data_fixtures import ixi_tar, nifti, zip_of
 from http_server import start
 from workflow_utils import REPO, TINY_CONFIG, planned_jobs, snakemake
 
@@ -106,3 +108,44 @@ def test_download_source_through_checkpoint(tmp_path):
     assert any(p == "/IXI-T2.tar" and r and r.startswith("bytes=") for p, r in state.requests)
     tofu = (work / "data/downloads/sha256_first_use.tsv").read_text()
     assert urls["ixi/IXI.xls"] in tofu and urls["ixi/IXI-T2.tar"] not in tofu
+
+
+def test_sri24_atlas_downloaded_and_converted(tmp_path):
+    src = tmp_path / "sri24_src" / "sri24"
+    for name in ("T1.nii", "T2.nii"):
+        nifti(src / name, (24, 24, 16))
+    nifti(src / "brainmask_nos.nii", (24, 24, 16), dtype=np.uint8)
+    body = zip_of(src.parent, tmp_path / "sri24.zip").read_bytes()
+    data = tmp_path / "mine"
+    nifti(data / "h01_t2.nii.gz")
+    nifti(data / "h02_t2.nii.gz")
+    state, server = start()
+    try:
+        url = state.serve("sri24_anatomy_nifti.zip", body)
+        work = tmp_path / "run"
+        _config(work, {"loc_ixi": {"source": "local", "kind": "ixi", "role": "healthy", "path": str(data)}},
+                extra={"atlas": {"source": "sri24", "modality": "t1"},
+                       "downloads": {"urls": {"sri24/sri24_anatomy_nifti.zip": url}, "retries": 0}})
+        atlas = [f"resources/atlas/{k}.nii.gz" for k in ("t1", "t2", "mask")]
+        snakemake(work, *atlas)
+    finally:
+        server.shutdown()
+        server.server_close()
+    t1 = nib.load(work / atlas[0])
+    assert t1.shape == (24, 24, 16) and t1.get_data_dtype() == np.float32
+    assert nib.load(work / atlas[2]).get_data_dtype() == np.uint8
+    assert url in (work / "data/downloads/sha256_first_use.tsv").read_text()
+    assert not list((work / "resources").glob("tmp*"))  # the unpacked archive is gone
+
+
+def test_unknown_urls_stop_before_any_job(tmp_path):
+    data = tmp_path / "mine"
+    nifti(data / "h01_t2.nii.gz")
+    work = tmp_path / "run"
+    _config(work, {"loc_ixi": {"source": "local", "kind": "ixi", "role": "healthy", "path": str(data)},
+                   "mslub": {"source": "download", "kind": "mslub", "role": "anomalous"}})
+    proc = snakemake(work, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "no download URL known for 30 file(s)" in out
+    assert 'downloads: {urls: {"mslub/patient01.zip"' in out
+    assert not (work / "data").exists()
