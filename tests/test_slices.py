@@ -290,3 +290,57 @@ def test_splits_and_slices_rules(tmp_path):
     assert sorted(np.concatenate(list(subs.values()))) == subject_ids("demo_ixi", 6)
     brats = load_split(res / "slices/demo_brats_val.npz")
     assert brats["image"].shape[1:] == (25, 48, 48) and list(brats["label"]) == [1]
+
+
+@pytest.mark.workflow
+def test_authors_layout_enters_at_splits(tmp_path):
+    """A data set in the authors' preprocessed layout: their sheets (t1-named, with a planted duplicate
+    and a train/test leak) are read, cleaned and reported, and sliced from the files in place."""
+    root = tmp_path / "Data"
+    ixi = [f"IXI{i:03d}-Guys-{1000 + i}" for i in range(6)]
+    ms = [f"patient{i:02d}" for i in range(3)]
+    for kind_dir, subs, keys in (("Train/ixi", ixi, ("t2", "mask")), ("Test/MSLUB", ms, ("t2", "mask", "seg"))):
+        for sub in subs:
+            p = _write_subject(tmp_path, (50, 56, 40), seg="seg" in keys)
+            for key in keys:
+                (root / kind_dir / key).mkdir(parents=True, exist_ok=True)
+                p[key].rename(root / kind_dir / key / f"{sub}_{key}.nii.gz")
+    (root / "splits").mkdir()
+
+    def sheet(name, subs, kind_dir, label):
+        rows = [f"{n},{s},40,F,{label},{kind_dir}/t1/{s}_t1.nii.gz,{kind_dir}/mask/{s}_mask.nii.gz,"
+                + (f"{kind_dir}/seg/{s}_seg.nii.gz" if label else "") for n, s in enumerate(subs)]
+        (root / "splits" / name).write_text(",img_name,age,sex,label,img_path,mask_path,seg_path\n"
+                                            + "\n".join(rows) + "\n")
+
+    sheet("IXI_train_fold0.csv", ixi[:4] + [ixi[1], ixi[5]], "Train/ixi", 0)  # duplicate + leak
+    sheet("IXI_val_fold0.csv", ixi[4:5], "Train/ixi", 0)
+    sheet("IXI_test.csv", ixi[5:], "Train/ixi", 0)
+    sheet("MSLUB_val.csv", ms[:1], "Test/MSLUB", 1)
+    sheet("MSLUB_test.csv", ms[1:], "Test/MSLUB", 1)
+
+    config = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    config["datasets"] = {
+        "ixi": {"source": "preprocessed", "kind": "ixi", "role": "healthy", "path": str(tmp_path)},
+        "mslub": {"source": "preprocessed", "kind": "mslub", "role": "anomalous", "path": str(root)}}
+    config["train_dataset"] = "ixi"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "Snakefile").write_text(
+        "from snakemake.utils import validate\n"
+        f"validate(config, '{REPO}/schemas/config.schema.yaml')\n"
+        f"include: '{REPO}/rules/common.smk'\ninclude: '{REPO}/rules/data.smk'\n"
+        f"include: '{REPO}/rules/slices.smk'\n"
+        "rule all:\n    input: TARGETS\n")
+    cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(tmp_path / "Snakefile"), "-d",
+           str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "--quiet"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = tmp_path / "results"
+    defects = (res / "splits/ixi_defects.tsv").read_text().splitlines()
+    assert len(defects) == 3 and {d.split("\t")[2] for d in defects[1:]} == {"duplicate", "leakage"}
+    train = load_split(res / "slices/ixi_train_fold0.npz")
+    assert list(train["subjects"]) == ixi[:4] and train["seg"].sum() == 0  # IXI has no segmentation
+    sheet_text = (res / "splits/ixi_test.csv").read_text()
+    assert f"Train/ixi/t2/{ixi[5]}_t2.nii.gz" in sheet_text and "/t1/" not in sheet_text
+    ms_test = load_split(res / "slices/mslub_test.npz")
+    assert list(ms_test["subjects"]) == ms[1:] and ms_test["seg"].sum() > 0 and list(ms_test["label"]) == [1, 1]
