@@ -64,8 +64,9 @@ def synthetic_run(root: Path, config: dict, n_test: int = 3, shape=(6, 24, 24), 
                 d = res / "infer" / model / f"fold{fold}"
                 d.mkdir(parents=True, exist_ok=True)
                 anomaly = (seg * 0.5 + rng.random(seg.shape) * 0.4).astype(np.float16)
-                np.savez(d / f"{ds}_test.npz", recon=(image * 0.9).astype(np.float16), anomaly=anomaly,
-                         subjects=subjects)
+                # thresh stores a zero reconstruction (pddpm.infer): its map is the intensity
+                recon = np.zeros_like(image) if model == "thresh" else (image * 0.9).astype(np.float16)
+                np.savez_compressed(d / f"{ds}_test.npz", recon=recon, anomaly=anomaly, subjects=subjects)
                 e = res / "eval" / model / f"fold{fold}"
                 e.mkdir(parents=True, exist_ok=True)
                 (e / f"{ds}_threshold.json").write_text(json.dumps(
@@ -129,6 +130,7 @@ def test_table_in_three_formats_with_independently_computed_fold_statistics(tmp_
         assert ours.loc[model, "demo_brats_auprc_mean"] == pytest.approx(50 * np.mean(means))
         assert ours.loc[model, "demo_mslub_dice_mean"] == pytest.approx(50 * np.mean(means))
     assert ours.loc["pddpm", "demo_ixi_recon_error_mean"] == pytest.approx(np.mean([0.02, 0.04]))
+    assert np.isnan(ours.loc["thresh", "demo_ixi_recon_error_mean"])  # no reconstruction: n/a
     assert (ours["n_folds"] == 2).all()
     assert csv["run_name"].eq("tiny_demo").all() and csv["demo_cohort"].all()
     # paper rows beside ours, in the paper's order (Thresh, DDPM, pDDPM), numbers from SPEC section 8

@@ -138,8 +138,11 @@ def qualitative_grid(image: np.ndarray, seg: np.ndarray, subjects: Sequence[str]
         img = np.asarray(image[v, z], np.float32)
         ax = axes[r]
         ax[0].imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax[1].imshow(np.asarray(outputs[m]["recon"][i, z], np.float32), cmap="gray", vmin=0, vmax=1,
-                     interpolation="nearest")
+        recon = np.asarray(outputs[m]["recon"][i, z], np.float32)
+        ax[1].imshow(recon, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if not recon.any():  # Thresh: no reconstruction, its map is the intensity itself
+            ax[1].text(0.5, 0.5, "none\n(map = intensity)", color="w", fontsize=7, ha="center", va="center",
+                       transform=ax[1].transAxes)
         ax[2].imshow(np.asarray(anomaly_vol[z], np.float32), cmap="inferno", vmin=0, vmax=vmax[m],
                      interpolation="nearest")
         _overlay(ax[3], img, binary, (1.0, 0.2, 0.1))

@@ -31,6 +31,8 @@ HEALTHY_METRICS = ("recon_error",)
 METRIC_LABELS = {"dice": "Dice [%]", "auprc": "AUPRC [%]", "recon_error": "recon. error"}
 # Dice and AUPRC are fractions in the eval files and percentages in the paper's table.
 PERCENT_METRICS = {"dice", "auprc"}
+# Models whose "reconstruction" is zero (the anomaly map is the intensity): their error says nothing.
+NO_RECONSTRUCTION = {"thresh"}
 PAPER_SOURCE = "paper"
 OURS_SOURCE = "this run"
 
@@ -183,6 +185,8 @@ def build_table1(summary: pd.DataFrame, reference: pd.DataFrame, datasets: Seque
             if hit.empty:
                 raise PddpmInputError(f"no `{metric}` results for model `{model}` on data set `{ds.key}`")
             scale = 100.0 if metric in PERCENT_METRICS else 1.0
+            if metric == "recon_error" and model in NO_RECONSTRUCTION:
+                scale = np.nan  # printed as n/a
             row[f"{ds.key}_{metric}_mean"] = float(hit["mean"].iloc[0]) * scale
             row[f"{ds.key}_{metric}_std"] = float(hit["std"].iloc[0]) * scale
         rows.append(row)
@@ -202,7 +206,8 @@ def build_table1(summary: pd.DataFrame, reference: pd.DataFrame, datasets: Seque
     notes = [
         cohort_note(run_name, datasets),
         f"Rows `{OURS_SOURCE}`: Dice and AUPRC in %, per fold the mean over test volumes, then {spread}. "
-        "Recon. error: mean reconstruction error of the healthy test volumes (lower is better).",
+        "Recon. error: mean absolute reconstruction error of the healthy test volumes (lower is better; "
+        "n/a for Thresh, which reconstructs nothing).",
         f"Rows `{PAPER_SOURCE}`: {source}, on the real data sets ({', '.join(sorted(KIND_LABELS[k] for k in {d.kind for d in datasets if d.role == 'anomalous'} if k in KIND_LABELS))}); "
         "the paper reports no reconstruction error (n/a).",
     ]
