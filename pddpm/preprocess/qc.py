@@ -114,7 +114,8 @@ def flag_outliers(df: pd.DataFrame) -> pd.DataFrame:
     flags = [[] for _ in range(len(df))]
     for col in ("mask_volume_ml", "ncc_atlas", "register_dice", "intensity_p99"):
         v = df[col].astype(float)
-        mad = 1.4826 * (v - v.median()).abs().median()
+        # a floor on the spread: tightly clustered values (MAD ~ 0) must not flag tiny deviations
+        mad = max(1.4826 * (v - v.median()).abs().median(), 0.02 * abs(v.median()))
         if len(v) >= 4 and mad > 0:
             for i in np.flatnonzero(((v - v.median()).abs() / mad > ROBUST_Z).to_numpy()):
                 flags[i].append(f"{col}_outlier")
