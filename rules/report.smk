@@ -129,7 +129,9 @@ rule dice_distribution:
         report(f"{RES}/figures/dice_distribution.png", category="4. Results", subcategory="Per-volume Dice",
                caption="../report/dice_distribution.rst", labels={"figure": "per-volume Dice"}),
     params:
-        table=table_settings(),
+        models=REPORT_MODELS,
+        folds=REPORT_FOLDS,
+        datasets=ANOMALOUS_DATASETS,
         eval_dir=f"{RES}/eval",
     log:
         log("dice_distribution", "dice_distribution"),

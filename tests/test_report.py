@@ -334,3 +334,6 @@ def test_report_rules_run_and_build_the_html_report(tmp_path):
     assert planned_jobs(tmp_path, *allowed, *targets) == {}
     write_config(tmp_path, {"evaluate": {"qualitative_volumes": 2}})
     assert planned_jobs(tmp_path, *allowed, *targets) == {"qualitative": 2}
+    # the run name is printed in the table and the figure titles, not in the Dice or loss plots
+    write_config(tmp_path, {"run_name": "renamed"})
+    assert planned_jobs(tmp_path, *allowed, *targets) == {"table": 1, "qualitative": 2, "pr_curves": 2}
