@@ -9,7 +9,7 @@ from data_fixtures import nifti
 from pddpm.data import preprocessed_layout as pl
 from pddpm.errors import PddpmInputError
 
-IXI = ["IXI002-Guys-0828", "IXI012-HH-1211"]
+IXI = ["IXI002-Guys-0828", "IXI012-HH-1211", "IXI035-IOP-0873"]
 BRATS = ["BraTS2021_00000", "BraTS2021_00002"]
 HEADER = ",img_name,\"SEX_ID (1=m, 2=f)\",age,label,img_path,mask_path,seg_path\n"
 
@@ -29,7 +29,7 @@ def make_tree(root):
     (splits / "IXI_train_fold0.csv").write_text(
         HEADER + "".join(ixi_row.format(i=i, s=s) for i, s in enumerate([IXI[0], IXI[0]])))
     (splits / "IXI_val_fold0.csv").write_text(HEADER + ixi_row.format(i=0, s=IXI[1]))
-    (splits / "IXI_test.csv").write_text(HEADER + ixi_row.format(i=0, s=IXI[1]))
+    (splits / "IXI_test.csv").write_text(HEADER + ixi_row.format(i=0, s=IXI[2]))
     (splits / "avail_t2.csv").write_text("img_name\n")
     b_row = "{i},{s}_t1.nii.gz,,,1,/Test/Brats21/t1/{s}_t1.nii.gz,/Test/Brats21/mask/{s}_mask.nii.gz,/Test/Brats21/seg/{s}_seg.nii.gz\n"
     (splits / "Brats21_val.csv").write_text(HEADER + b_row.format(i=0, s=BRATS[0]))

@@ -14,6 +14,7 @@ import yaml
 
 from data_fixtures import ixi_tar, nifti, zip_of
 from http_server import start
+from test_data_preprocessed_layout import IXI, make_tree
 from workflow_utils import REPO, TINY_CONFIG, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
@@ -149,3 +150,22 @@ def test_unknown_urls_stop_before_any_job(tmp_path):
     assert proc.returncode != 0 and "no download URL known for 30 file(s)" in out
     assert 'downloads: {urls: {"mslub/patient01.zip"' in out
     assert not (work / "data").exists()
+
+
+def test_preprocessed_package_enters_at_slicing(tmp_path):
+    pkg = make_tree(tmp_path / "pkg")
+    work = tmp_path / "run"
+    _config(work, {
+        "ixi": {"source": "preprocessed", "kind": "ixi", "role": "healthy", "path": str(tmp_path / "pkg")},
+        "brats": {"source": "preprocessed", "kind": "brats", "role": "anomalous", "path": str(pkg)},
+    }, train="ixi")
+    targets = ["results/slices/ixi_train_fold0.npz", "results/slices/brats_test.npz"]
+    counts = _planned(work, *targets)
+    assert counts.get("slices") == 2 and not {"resample", "link_local", "n4"} & set(counts)
+    snakemake(work, *targets)
+    assert not (work / "data").exists() and not (work / "results/preprocess").exists()
+    sheet = pd.read_csv(work / "results/splits/ixi_train_fold0.csv")
+    # the authors' t1 paths, rewritten to their t2 images, read in place
+    assert sheet["img_path"].tolist() == [str(pkg / f"Train/ixi/t2/{IXI[0]}_t2.nii.gz")]
+    with np.load(work / "results/slices/brats_test.npz") as npz:
+        assert npz["subjects"].tolist() == ["BraTS2021_00002"]
