@@ -275,3 +275,35 @@ def load_split(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, np.n
     if "orientation" in out:
         out["orientation"] = str(out["orientation"])
     return out
+
+
+def preview_figure(split: Mapping[str, np.ndarray], path: str | os.PathLike, *, max_subjects: int = 4,
+                   title: str = "") -> Path:
+    """A PNG of the middle axial slice of the first subjects of a split, in radiological view (anterior
+    up, the patient's right on the viewer's left), with the brain mask (cyan) and segmentation (red)
+    outlined: a check of intensity scaling and orientation at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(max_subjects, len(split["subjects"]))
+    z = split["image"].shape[1] // 2
+    fig, axes = plt.subplots(1, n, figsize=(3 * n, 3.4), squeeze=False)
+    for ax, i in zip(axes[0], range(n), strict=True):
+        # arrays are (H, W) = (right->left, anterior->posterior); .T puts anterior up, right on the left
+        ax.imshow(np.asarray(split["image"][i, z], dtype=np.float32).T, cmap="gray", vmin=0, vmax=1)
+        ax.contour(np.asarray(split["mask"][i, z]).T, levels=[0.5], colors="c", linewidths=0.6)
+        if np.asarray(split["seg"][i, z]).any():
+            ax.contour(np.asarray(split["seg"][i, z]).T, levels=[0.5], colors="r", linewidths=0.8)
+        h, w = split["image"].shape[2:]
+        for text, xy in (("R", (0.02, 0.5)), ("L", (0.93, 0.5)), ("A", (0.47, 0.93)), ("P", (0.47, 0.02))):
+            ax.text(*xy, text, color="yellow", transform=ax.transAxes, fontsize=9)
+        ax.set_title(f"{split['subjects'][i]}  z={z}", fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -122,6 +122,29 @@ rule slices:
         "../workflow_scripts/slices.py"
 
 
+rule slices_preview:
+    input:
+        f"{RES}/slices/{{ds}}_{{split}}.npz",
+    output:
+        report(f"{RES}/slices/preview/{{ds}}_{{split}}.png", caption="../report/splits_slices_preview.rst",
+               category="2. Splits and slices", subcategory="{ds}",
+               labels={"data set": "{ds}", "figure": "slices of {split}"}),
+    wildcard_constraints:
+        split=SPLIT_PATTERN,
+    params:
+        max_subjects=4,
+    log:
+        log("slices_preview", "{ds}_{split}"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow_scripts/slices_preview.py"
+
+
 def slice_splits(ds):
     """The splits used downstream: the training set's folds that run and its test set; anomalous val and
     test (threshold and evaluation)."""
@@ -137,3 +160,4 @@ for _ds in DATASETS:
     TARGETS.append(f"{RES}/splits/{_ds}_defects.tsv")
     TARGETS.extend(f"{RES}/splits/{_ds}_{s}.csv" for s in split_names(_ds))
     TARGETS.extend(f"{RES}/slices/{_ds}_{s}.npz" for s in slice_splits(_ds))
+    TARGETS.append(f"{RES}/slices/preview/{_ds}_test.png")  # one look per data set, in the report

@@ -290,6 +290,8 @@ def test_splits_and_slices_rules(tmp_path):
     assert sorted(np.concatenate(list(subs.values()))) == subject_ids("demo_ixi", 6)
     brats = load_split(res / "slices/demo_brats_val.npz")
     assert brats["image"].shape[1:] == (25, 48, 48) and list(brats["label"]) == [1]
+    for ds in config["datasets"]:  # one preview figure per data set for the report
+        assert (res / f"slices/preview/{ds}_test.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.workflow
