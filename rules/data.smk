@@ -99,6 +99,8 @@ def preprocessed_layout_sheets(ds):
 
 
 rule download_file:
+    # on a cluster the head node, which has internet access where compute nodes often have none
+    localrule: True
     output:
         f"{DL_DIR}/{{source}}/{{file}}",
     params:
@@ -147,6 +149,7 @@ checkpoint download_raw:
 
 
 rule link_local:
+    localrule: True
     input:
         lambda wc: str(_local_subjects(wc.ds)[wc.sub].files()[wc.key]),
     output:
@@ -167,6 +170,7 @@ rule link_local:
 
 
 rule local_subjects:
+    localrule: True
     input:
         lambda wc: [f"data/raw/{wc.ds}/{s}_{k}.nii.gz"
                     for s, subj in _local_subjects(wc.ds).items() for k in subj.files()],
