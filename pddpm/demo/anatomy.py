@@ -118,14 +118,13 @@ def build_reference(template: dict | None = None) -> Anatomy:
     mask = place(tpl["mask"], aff, REF_SHAPE, REF_AFFINE)
     envelope = ndi.gaussian_filter(mask.astype(np.float32), 4.0) > 0.25
     envelope |= mask
-    # neck: an elliptic column (60 x 50 mm semi-axes) under the brain stem, from the lowest brain slice
-    # down to the grid's bottom
+    # neck: an elliptic column (60 x 50 mm semi-axes) under the brain stem with a domed top that meets
+    # the head around the lowest brain slices
     z0 = int(np.flatnonzero(mask.any(axis=(0, 1)))[0])
     cx, cy = np.argwhere(mask[:, :, z0 + 5]).mean(axis=0)
-    x, y = np.ogrid[:REF_SHAPE[0], :REF_SHAPE[1]]
-    neck_xy = ((x - cx) / 60.0) ** 2 + ((y - cy - 10) / 50.0) ** 2 <= 1
-    neck = np.zeros_like(envelope)
-    neck[:, :, :z0 + 12] = neck_xy[:, :, None]
+    x, y, z = np.ogrid[:REF_SHAPE[0], :REF_SHAPE[1], :REF_SHAPE[2]]
+    r2 = ((x - cx) / 60.0) ** 2 + ((y - cy - 10) / 50.0) ** 2
+    neck = (r2 <= 1) & (z < z0 + 8 + 25 * np.sqrt(np.clip(1 - r2, 0, 1)))
     neck &= ~envelope
     tissue = np.full(REF_SHAPE, OUTSIDE, np.uint8)
     tissue[envelope] = EXTRA_CSF

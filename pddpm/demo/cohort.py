@@ -26,12 +26,13 @@ from pddpm.io import atomic_path, save_nifti
 
 KINDS = ("ixi", "brats", "mslub")
 
-# Native scanner grids of the raw-looking kinds: anisotropic voxels, radiological axis orders.
+# Native scanner grids of the raw-looking kinds: anisotropic voxels, radiological axis orders, a field
+# of view (~190 x 225 x 180 mm) that holds the whole head whatever the pose.
 NATIVE_GRIDS = {
     # like IXI T2: 0.94 x 0.94 x 1.2 mm, x flipped (LAS)
-    "ixi": {"shape": (184, 224, 140), "axes": (-0.94, 0.94, 1.2)},
+    "ixi": {"shape": (200, 240, 150), "axes": (-0.94, 0.94, 1.2)},
     # like MSLUB T2: coarser slices, DICOM's LPS axes
-    "mslub": {"shape": (176, 212, 128), "axes": (-1.0, -1.0, 1.3)},
+    "mslub": {"shape": (184, 224, 140), "axes": (-1.0, -1.0, 1.3)},
 }
 
 # The ICBM152 brain's bounding-box centre in MNI mm: the scanner isocentre of a centred head.
@@ -117,8 +118,11 @@ def _add_mass_effect(extra: list[np.ndarray], affine: np.ndarray, tumour: dict) 
         extra[a][box] -= m
 
 
-def make_subject(anat: Anatomy, kind: str, seed) -> Subject:
-    """Synthesise one subject of `kind` ('ixi', 'mslub', 'brats') from `seed` (int or SeedSequence)."""
+def make_subject(anat: Anatomy, kind: str, seed, grid: tuple | None = None) -> Subject:
+    """Synthesise one subject of `kind` ('ixi', 'mslub', 'brats') from `seed` (int or SeedSequence).
+
+    `grid` = (shape, affine) replaces the kind's output grid (axis-aligned affines only): tests use
+    a coarse one to stay fast."""
     if kind not in KINDS:
         raise ValueError(f"demo kind '{kind}' unknown; expected one of {KINDS}")
     rng = np.random.default_rng(seed)
@@ -128,7 +132,7 @@ def make_subject(anat: Anatomy, kind: str, seed) -> Subject:
     info: dict = {"weights": weights}
 
     if kind == "brats":
-        shape, affine = ATLAS_SHAPE, ATLAS_AFFINE.copy()
+        shape, affine = grid or (ATLAS_SHAPE, ATLAS_AFFINE.copy())
         to_atlas = np.eye(4)
         # tumour centre: cerebral white matter (above the cerebellum), picked on the reference anatomy
         cand = np.argwhere((anat.wm > 0.7) & anat.mask)
@@ -139,7 +143,7 @@ def make_subject(anat: Anatomy, kind: str, seed) -> Subject:
         _add_mass_effect(extra, affine, tumour)
         info["tumour"] = {k: v for k, v in tumour.items() if k not in ("core_shape", "oedema_shape")}
     else:
-        shape, affine = native_affine(kind)
+        shape, affine = grid or native_affine(kind)
         pose = fields.random_pose(rng)
         to_atlas = fields.native_to_atlas(pose, BRAIN_CENTRE)
         extra = fields.smooth_displacement(rng, shape, np.abs(np.diag(affine)[:3]), amplitude_mm=3.0)
@@ -163,7 +167,7 @@ def make_subject(anat: Anatomy, kind: str, seed) -> Subject:
         info["n_lesions"] = n
     del coords
 
-    bias = fields.bias_field(rng, shape, max_gain=0.15 if kind == "brats" else 0.4)
+    bias = fields.bias_field(rng, shape, max_gain=0.1 if kind == "brats" else 0.3)
     bias = np.round(bias, 4)  # 4 decimals are plenty, and compress far better
     gain = np.float32(rng.uniform(800, 1200))
     sigma = rng.uniform(0.015, 0.03) * gain

@@ -63,10 +63,11 @@ def smooth_displacement(rng: np.random.Generator, shape, spacing, amplitude_mm: 
     return comps
 
 
-def bias_field(rng: np.random.Generator, shape, max_gain: float = 0.4, order: int = 3) -> np.ndarray:
+def bias_field(rng: np.random.Generator, shape, max_gain: float = 0.3, order: int = 3) -> np.ndarray:
     """Multiplicative low-frequency bias: exp of a random polynomial of degree `order` over the field
-    of view scaled to [-1, 1]^3 (as TorchIO's RandomBiasField), rescaled so that the field spans
-    1/(1 + g) .. 1 + g with g uniform in [max_gain / 2, max_gain]."""
+    of view scaled to [-1, 1]^3 (as TorchIO's RandomBiasField). Rescaled so that over the central 60 %
+    of the field of view (where the brain is) it spans about 1/(1 + g) .. 1 + g, g uniform in
+    [max_gain / 2, max_gain]; the corners, where a cubic runs away, are capped at x2."""
     x, y, z = (np.linspace(-1, 1, n, dtype=np.float32) for n in shape)
     log_b = np.zeros(shape, np.float32)
     for i in range(order + 1):
@@ -76,8 +77,10 @@ def bias_field(rng: np.random.Generator, shape, max_gain: float = 0.4, order: in
             for k in range(order + 1 - i - j):
                 zpoly += np.float32(rng.uniform(-1, 1)) * z ** k
             log_b += (x[:, None] ** i * y[None, :] ** j)[:, :, None] * zpoly[None, None, :]
-    log_b -= np.float32(np.median(log_b[::4, ::4, ::4]))  # centred: neither brightens nor darkens on average
-    log_b *= np.float32(np.log1p(rng.uniform(max_gain / 2, max_gain)) / max(float(np.abs(log_b).max()), 1e-6))
+    centre = tuple(slice(int(n * 0.2), int(np.ceil(n * 0.8)), 2) for n in shape)
+    log_b -= np.float32(np.median(log_b[centre]))  # neither brightens nor darkens the brain on average
+    log_b *= np.float32(np.log1p(rng.uniform(max_gain / 2, max_gain)) / max(float(np.abs(log_b[centre]).max()), 1e-6))
+    np.clip(log_b, -np.log(2), np.log(2), out=log_b)
     return np.exp(log_b, dtype=np.float32)
 
 
