@@ -61,8 +61,11 @@ def test_local_folders_linked_into_raw(tmp_path):
 
     # up to date: nothing to do; the next stage reads the links
     assert _planned(work, *targets) == {}
-    counts = _planned(work, "results/preprocess/loc_ms/1_resampled/p01_t2.nii.gz")
+    resampled = "results/preprocess/loc_ms/1_resampled/p01_t2.nii.gz"
+    counts = _planned(work, resampled)
     assert counts.get("resample") == 1 and "link_local" not in counts
+    snakemake(work, resampled)  # the next stage reads the source file through the link
+    assert nib.load(work / resampled).header.get_zooms() == (2.0, 2.0, 2.0)
 
     # a subject added to the folder: only its link and the sheet are made
     nifti(healthy / "IXI007-HH-1000-T2.nii.gz")
