@@ -34,6 +34,13 @@ def anomalous_val_fraction(ds):
     return ds_cfg(ds).get("val_fraction") or config["splits"]["anomalous_val_fraction"]
 
 
+# Seconds of work each: on a cluster, queueing them would cost more than running them on the head node.
+localrules:
+    splits,
+    split_defects,
+    slices_preview,
+
+
 # Every setting that changes a sheet: changing one reruns the sheets and the slices, nothing upstream.
 SPLIT_PARAMS = dict(
     ds=lambda wc: wc.ds,
