@@ -168,12 +168,16 @@ def test_partition_placeholder_left_unset_fails_at_submission(cluster, tmp_path)
     print(f"partition placeholder unset: {reason.group(0).strip()}")
 
 
-def _subjects_to_run(tiny_run: Path, n: int = 2) -> list[Path]:
-    """The first `n` subjects of the healthy demo set: their final preprocessed T2 files."""
-    finals = sorted((tiny_run / "results" / "preprocess").glob("demo_ixi/5_n4/*_t2.nii.gz"))
-    if not finals:
-        pytest.skip("the preprocessing stage has not produced results/preprocess/*/5_n4 yet")
-    return [f.relative_to(tiny_run) for f in finals[:n]]
+def _subjects_to_run(tiny_run: Path, n: int = 2) -> tuple[str, list[Path]]:
+    """A data set of the tiny run and the final preprocessed T2 files of its first `n` subjects; the
+    one without skull stripping if there is one (CPU skull stripping takes minutes on 2 cores)."""
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    names = sorted(cfg["datasets"], key=lambda d: cfg["datasets"][d].get("skullstrip") != "none")
+    for ds in names:
+        finals = sorted((tiny_run / "results" / "preprocess" / ds / "5_n4").glob("*_t2.nii.gz"))
+        if finals:
+            return ds, [f.relative_to(tiny_run) for f in finals[:n]]
+    pytest.skip("the preprocessing stage has not produced results/preprocess/*/5_n4 yet")
 
 
 def _array(path: Path) -> np.ndarray:
@@ -188,9 +192,9 @@ def test_demo_preprocessing_on_slurm_matches_local_run(cluster, tiny_run, tmp_pa
 
     Two subjects (not all twelve) keep this under a few minutes on a 2-core machine; the grouping and
     every per-subject rule are exercised all the same."""
-    finals = _subjects_to_run(tiny_run)
+    ds, finals = _subjects_to_run(tiny_run)
     subs = [f.name.removesuffix("_t2.nii.gz") for f in finals]
-    targets = [str(f) for f in finals] + [f"results/qc/demo_ixi/{s}.png" for s in subs]
+    targets = [str(f) for f in finals] + [f"results/qc/{ds}/{s}.png" for s in subs]
     wd = tmp_path / "wf"
     write_config(wd)
     profile = slurm_profile(tmp_path / "profile", cluster)
@@ -216,10 +220,10 @@ def test_demo_preprocessing_on_slurm_matches_local_run(cluster, tiny_run, tmp_pa
     # preprocessed volumes pass through multi-threaded ITK/ANTs (float sums in thread order), so they
     # are compared with a tolerance: masks voxel for voxel, intensities to 1e-3 of their range.
     for sub in subs:
-        for raw in (wd / "data" / "raw" / "demo_ixi").glob(f"{sub}_*.nii.gz"):
+        for raw in (wd / "data" / "raw" / ds).glob(f"{sub}_*.nii.gz"):
             assert np.array_equal(_array(raw), _array(tiny_run / raw.relative_to(wd))), raw.name
         for kind in ("t2", "mask", "seg"):
-            rel = Path("results/preprocess/demo_ixi/5_n4") / f"{sub}_{kind}.nii.gz"
+            rel = Path(f"results/preprocess/{ds}/5_n4") / f"{sub}_{kind}.nii.gz"
             a, b = _array(wd / rel), _array(tiny_run / rel)
             assert a.shape == b.shape, rel
             if kind == "t2":
@@ -227,4 +231,4 @@ def test_demo_preprocessing_on_slurm_matches_local_run(cluster, tiny_run, tmp_pa
                 assert np.abs(a - b).max() <= 1e-3 * span, (rel, np.abs(a - b).max(), span)
             else:
                 assert np.mean(a == b) >= 0.999, (rel, np.mean(a == b))
-        assert (wd / f"results/qc/demo_ixi/{sub}.png").stat().st_size > 0
+        assert (wd / f"results/qc/{ds}/{sub}.png").stat().st_size > 0
