@@ -49,12 +49,13 @@ def read_demographics(path: str | os.PathLike) -> pd.DataFrame:
     with open(path, "rb") as fh:
         magic = fh.read(4)
     # by content, not name: a server may hand out the sheet as csv under IXI.xls
-    engine = {b"\xd0\xcf\x11\xe0": "xlrd", b"PK\x03\x04": "openpyxl"}.get(magic)
+    # calamine reads both .xls and .xlsx (pandas deprecates xlrd)
+    excel = magic in (b"\xd0\xcf\x11\xe0", b"PK\x03\x04")
     try:
-        table = pd.read_excel(path, engine=engine) if engine else pd.read_csv(path)
+        table = pd.read_excel(path, engine="calamine") if excel else pd.read_csv(path)
     except ImportError as exc:
-        raise PddpmInputError(f"{path}: reading this sheet needs the package {engine} ({exc}); "
-                              f"pip install {engine}") from exc
+        raise PddpmInputError(f"{path}: reading this sheet needs the package python-calamine ({exc}); "
+                              f"pip install python-calamine") from exc
     except Exception as exc:
         raise PddpmInputError(f"{path}: not a readable demographics sheet ({exc}); expected IXI.xls "
                               f"with columns IXI_ID, SEX_ID (1 male, 2 female), AGE") from exc
