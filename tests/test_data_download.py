@@ -117,3 +117,12 @@ def test_sources_file_lists_every_paper_source():
             assert set(entry) >= {"url", "sha256"}, (name, fname)
     files = download.source_files("ixi", {"urls": {"ixi/IXI.xls": "http://127.0.0.1/x"}})
     assert files["IXI.xls"]["url"] == "http://127.0.0.1/x"
+
+
+def test_stale_partial_longer_than_the_file_starts_over(server, tmp_path):
+    body = _body(20_000)
+    (tmp_path / ".p.zip.part").write_bytes(os.urandom(30_000))  # left by an older, bigger version
+    url = server.serve("p.zip", body)
+    download.fetch(url, tmp_path / "p.zip", _sha(body), retries=1, progressbar=False)
+    assert (tmp_path / "p.zip").read_bytes() == body
+    assert [r for _, r in server.requests] == ["bytes=30000-", None]  # 416, then from byte 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import io
+import tarfile
 import zipfile
 
 import nibabel as nib
@@ -208,3 +210,15 @@ def test_ixi_demographics_from_real_xls(tmp_path):
     (tmp_path / "bad.xls").write_bytes(b"\xd0\xcf\x11\xe0" + b"\0" * 600)
     with pytest.raises(PddpmInputError, match="bad.xls: not a readable demographics sheet"):
         ixi.read_demographics(tmp_path / "bad.xls")
+
+
+def test_tar_member_outside_is_refused(tmp_path):
+    bad = tmp_path / "IXI-T2.tar"
+    with tarfile.open(bad, "w") as tf:
+        info = tarfile.TarInfo("../IXI002-Guys-0828-T2.nii.gz")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(PddpmInputError, match="unsafe member refused.*outside"):
+        extract(bad, tmp_path / "deep" / "out")
+    assert not (tmp_path / "deep" / "IXI002-Guys-0828-T2.nii.gz").exists()
+    assert not (tmp_path / "deep" / "out").exists()

@@ -38,6 +38,10 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike, expected: str =
         else:
             raise PddpmInputError(f"{archive}: not an archive (neither tar nor zip); expected {expected}. "
                                   f"Delete it and download it again")
+    except tarfile.FilterError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PddpmInputError(f"{archive}: unsafe member refused ({exc}): it points outside the archive "
+                              f"folder; expected {expected}") from exc
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise PddpmInputError(f"{archive}: broken or truncated archive ({exc}); expected {expected}. "
