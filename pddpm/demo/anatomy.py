@@ -37,8 +37,10 @@ REF_AFFINE = np.array([[1.0, 0, 0, -112.0],
 # T2-like contrast from tissue probabilities (CSF bright, GM mid, WM dark), as in the issue.
 T2_WEIGHTS = {"csf": 1.0, "gm": 0.55, "wm": 0.35}
 
-# Reference-grid tissue classes outside the brain
-OUTSIDE, BRAIN, EXTRA_CSF, NECK = 0, 1, 2, 3
+# Codes of the reference grid's `head` map: brain, CSF inside the head envelope, neck soft tissue;
+# codes from HEAD_OUTSIDE on are outside the envelope at (code - HEAD_OUTSIDE) / 4 mm from it, so one
+# 256-entry lookup table per subject turns the map into skull and scalp shells of any thickness.
+HEAD_BRAIN, HEAD_CSF, HEAD_NECK, HEAD_OUTSIDE = 0, 1, 2, 3
 
 
 def load_template() -> dict[str, np.ndarray]:
@@ -101,8 +103,7 @@ class Anatomy:
     gm: np.ndarray
     wm: np.ndarray
     mask: np.ndarray      # brain, bool
-    tissue: np.ndarray    # OUTSIDE / BRAIN / EXTRA_CSF / NECK, uint8
-    dist: np.ndarray      # mm outside the head envelope (0 inside), float32
+    head: np.ndarray      # uint8 HEAD_* codes (see above)
     affine: np.ndarray = field(default_factory=REF_AFFINE.copy)
 
 
@@ -111,7 +112,7 @@ def build_reference(template: dict | None = None) -> Anatomy:
 
     The envelope is the brain smoothed and closed (so sulci at the surface fill with CSF), continued
     below the brain stem as a neck; skull and scalp are laid on later, per subject, as shells at a
-    distance from it (`dist`)."""
+    distance from it (coded in `head`)."""
     tpl = template or load_template()
     aff = tpl["affine"]
     maps = {k: place(tpl[k], aff, REF_SHAPE, REF_AFFINE) for k in ("csf", "gm", "wm")}
@@ -126,26 +127,24 @@ def build_reference(template: dict | None = None) -> Anatomy:
     r2 = ((x - cx) / 60.0) ** 2 + ((y - cy - 10) / 50.0) ** 2
     neck = (r2 <= 1) & (z < z0 + 8 + 25 * np.sqrt(np.clip(1 - r2, 0, 1)))
     neck &= ~envelope
-    tissue = np.full(REF_SHAPE, OUTSIDE, np.uint8)
-    tissue[envelope] = EXTRA_CSF
-    tissue[neck] = NECK
-    tissue[mask] = BRAIN
-    dist = ndi.distance_transform_edt(~(envelope | neck)).astype(np.float32)
-    return Anatomy(csf=maps["csf"], gm=maps["gm"], wm=maps["wm"], mask=mask, tissue=tissue, dist=dist)
+    dist = ndi.distance_transform_edt(~(envelope | neck))
+    head = (HEAD_OUTSIDE + np.clip(np.round(dist * 4), 0, 255 - HEAD_OUTSIDE)).astype(np.uint8)
+    head[envelope] = HEAD_CSF
+    head[neck] = HEAD_NECK
+    head[mask] = HEAD_BRAIN
+    return Anatomy(csf=maps["csf"], gm=maps["gm"], wm=maps["wm"], mask=mask, head=head)
 
 
 def save_reference(anatomy: Anatomy, path: str | os.PathLike) -> None:
-    """Store the reference anatomy compactly (probabilities as uint8 /255, distance as uint8 mm/4)."""
+    """Store the reference anatomy compactly (probabilities as uint8 / 255)."""
     q = {k: np.round(getattr(anatomy, k) * 255).astype(np.uint8) for k in ("csf", "gm", "wm")}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **q, mask=anatomy.mask, tissue=anatomy.tissue,
-                     dist=np.clip(np.round(anatomy.dist * 4), 0, 255).astype(np.uint8),
-                     affine=anatomy.affine)
+            np.savez(fh, **q, mask=anatomy.mask, head=anatomy.head, affine=anatomy.affine)
 
 
 def load_reference(path: str | os.PathLike) -> Anatomy:
     with np.load(path) as z:
         return Anatomy(csf=z["csf"].astype(np.float32) / 255, gm=z["gm"].astype(np.float32) / 255,
-                       wm=z["wm"].astype(np.float32) / 255, mask=z["mask"], tissue=z["tissue"],
-                       dist=z["dist"].astype(np.float32) / 4, affine=z["affine"])
+                       wm=z["wm"].astype(np.float32) / 255, mask=z["mask"], head=z["head"],
+                       affine=z["affine"])

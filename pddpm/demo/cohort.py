@@ -15,9 +15,10 @@ from pddpm.demo import fields, lesions
 from pddpm.demo.anatomy import (
     ATLAS_AFFINE,
     ATLAS_SHAPE,
-    BRAIN,
-    EXTRA_CSF,
-    NECK,
+    HEAD_BRAIN,
+    HEAD_CSF,
+    HEAD_NECK,
+    HEAD_OUTSIDE,
     T2_WEIGHTS,
     Anatomy,
     t2_contrast,
@@ -76,13 +77,13 @@ def _head_image(anat: Anatomy, rng: np.random.Generator, weights: dict, with_hea
     e2 = e1 + rng.uniform(4.0, 7.0)
     e3 = e2 + rng.uniform(4.0, 8.0)
     skull, scalp = np.float32(rng.uniform(0.03, 0.08)), np.float32(rng.uniform(0.5, 0.7))
-    d = anat.dist
-    # 1 mm ramps between the shells (partial volume)
+    # shells as a function of the distance to the head envelope, 1 mm ramps between them (partial volume)
+    d = (np.arange(256 - HEAD_OUTSIDE, dtype=np.float32)) / 4
     s1, s2, s3 = (np.clip(d - np.float32(e - 0.5), 0, 1) for e in (e1, e2, e3))
-    shells = csf * (1 - s1) + skull * (s1 - s2) + scalp * (s2 - s3)
-    out = np.where(anat.tissue == BRAIN, img, shells)
-    out[anat.tissue == EXTRA_CSF] = csf
-    out[anat.tissue == NECK] = np.float32(0.3)
+    lut = np.zeros(256, np.float32)
+    lut[HEAD_OUTSIDE:] = csf * (1 - s1) + skull * (s1 - s2) + scalp * (s2 - s3)
+    lut[HEAD_CSF], lut[HEAD_NECK] = csf, 0.3
+    out = np.where(anat.head == HEAD_BRAIN, img, lut[anat.head])
     return out
 
 
@@ -158,7 +159,10 @@ def make_subject(anat: Anatomy, kind: str, seed, grid: tuple | None = None) -> S
     wm_prob = _sample(anat.wm, coords)
     seg = np.zeros(shape, np.uint8)
     if kind == "brats":
-        csf_prob = _sample(anat.csf, coords)
+        # CSF probability only where the tumour can reach: a full-grid resampling costs ~0.4 s
+        box = lesions.tumour_box(shape, affine, tumour)
+        csf_prob = np.zeros(shape, np.float32)
+        csf_prob[box] = _sample(anat.csf, coords[(slice(None), *box)])
         img, seg = lesions.paint_tumour(img, brain, csf_prob, affine, tumour)
         del csf_prob
     elif kind == "mslub":
@@ -168,10 +172,11 @@ def make_subject(anat: Anatomy, kind: str, seed, grid: tuple | None = None) -> S
     del coords
 
     bias = fields.bias_field(rng, shape, max_gain=0.1 if kind == "brats" else 0.3)
-    bias = np.round(bias, 4)  # 4 decimals are plenty, and compress far better
+    bias = np.round(bias, 3)  # 0.1 % is plenty, and compresses far better
     gain = np.float32(rng.uniform(800, 1200))
     sigma = rng.uniform(0.015, 0.03) * gain
-    t2 = fields.rician(rng, img * bias * gain, sigma)
+    # rounded to whole numbers like a scanner's integer output (and so it compresses); sigma >> 0.5
+    t2 = np.round(fields.rician(rng, img * bias * gain, sigma))
     if kind == "brats":
         t2 *= brain  # BraTS ships skull-stripped: zero outside the brain
     info.update(gain=float(gain), sigma=float(sigma))

@@ -51,17 +51,24 @@ def mass_effect(x, y, z, params: dict):
     return dx * f, dy * f, dz * f
 
 
-def paint_tumour(image: np.ndarray, brain: np.ndarray, csf: np.ndarray, affine: np.ndarray,
-                 params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Paint a tumour (necrotic core, enhancing rim, oedema) into `image` (T2-like units, CSF ~ 1) in
-    place; returns (image, BraTS label map). Labels stay inside `brain`; oedema avoids pure CSF."""
-    label = np.zeros(image.shape, np.uint8)
+def tumour_box(shape, affine: np.ndarray, params: dict) -> tuple[slice, slice, slice]:
+    """The voxel box that holds the tumour however lumpy (1.5 oedema radii, +2 mm)."""
     spacing = np.abs(np.diag(affine)[:3])
     ijk_c = np.linalg.solve(affine, np.append(params["centre"], 1.0))[:3]
     half = np.ceil((params["r_oedema"] * 1.5 + 2) / spacing).astype(int)
     lo = np.maximum(np.round(ijk_c).astype(int) - half, 0)
-    hi = np.minimum(np.round(ijk_c).astype(int) + half + 1, image.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    hi = np.minimum(np.round(ijk_c).astype(int) + half + 1, shape)
+    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+
+
+def paint_tumour(image: np.ndarray, brain: np.ndarray, csf: np.ndarray, affine: np.ndarray,
+                 params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Paint a tumour (necrotic core, enhancing rim, oedema) into `image` (T2-like units, CSF ~ 1) in
+    place; returns (image, BraTS label map). Labels stay inside `brain`; oedema avoids pure CSF.
+    `csf` (CSF probability) is read only inside `tumour_box`."""
+    label = np.zeros(image.shape, np.uint8)
+    box = tumour_box(image.shape, affine, params)
+    ijk_c = np.linalg.solve(affine, np.append(params["centre"], 1.0))[:3]
     idx = np.ogrid[box]
     dx, dy, dz = ((idx[a] - ijk_c[a]).astype(np.float32) * np.float32(affine[a, a]) for a in range(3))
     r = np.sqrt(dx * dx + dy * dy + dz * dz)
