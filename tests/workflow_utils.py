@@ -48,7 +48,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1500
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Job counts per rule of a dry run (`rule -> count`); empty when nothing is to be done."""
-    proc = snakemake(workdir, "-n", "--quiet", "rules", *args)
+    proc = snakemake(workdir, "-n", *args, "--quiet", "rules")
     counts: dict[str, int] = {}
     in_table = False
     for line in (proc.stdout + proc.stderr).splitlines():
