@@ -19,15 +19,14 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from pddpm.errors import PddpmInputError
+from pddpm.evaluate.inference_file import load_inference, save_inference  # noqa: F401 (re-export)
 from pddpm.evaluate.postprocess import anomaly_map, check_same_grid
-from pddpm.io import atomic_path
 
 log = logging.getLogger("pddpm.infer")
 
@@ -217,41 +216,13 @@ def infer_arrays(images: np.ndarray, masks: np.ndarray, *, model: str,
     return recons, maps, info
 
 
-def save_inference(path: str | os.PathLike, recons: np.ndarray, maps: np.ndarray, subjects: Sequence[str],
-                   info: dict) -> Path:
-    """Write the inference npz atomically (recon, anomaly float16; subjects; seed; info as JSON)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, recon=np.asarray(recons, np.float16), anomaly=np.asarray(maps, np.float16),
-                            subjects=np.asarray(subjects).astype(str), seed=np.int64(info.get("seed", -1)),
-                            info=np.asarray(json.dumps(info)))
-    return path
-
-
 def infer_split(slices_path: str | os.PathLike, out_path: str | os.PathLike, **kwargs) -> dict:
     """Read a slices split (pddpm.slices.load_split), run `infer_arrays(**kwargs)`, write `out_path`."""
     from pddpm.slices import load_split
 
-    split = load_split(slices_path)
+    split = load_split(slices_path, mmap=True)  # large splits: read slice chunks from disk
     recons, maps, info = infer_arrays(split["image"], split["mask"], **kwargs)
     info["slices"] = str(slices_path)
     save_inference(out_path, recons, maps, split["subjects"], info)
     log.info("wrote %s: %s", out_path, json.dumps(info["seconds"]))
     return info
-
-
-def load_inference(path: str | os.PathLike) -> dict:
-    """Read an inference npz: recon, anomaly (float16 (N, Z, H, W)), subjects, seed, info (dict)."""
-    path = Path(path)
-    if not path.exists():
-        raise PddpmInputError(f"{path}: inference output not found; run the `infer` rule for it")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            out = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise PddpmInputError(f"{path}: not a readable inference file ({exc}); delete it and rerun `infer`") from exc
-    missing = {"recon", "anomaly", "subjects"} - set(out)
-    if missing:
-        raise PddpmInputError(f"{path}: lacks {sorted(missing)}; delete it and rerun `infer`")
-    out["info"] = json.loads(str(out["info"])) if "info" in out else {}
-    return out

@@ -1,1 +1,82 @@
-# Stage: evaluate (filled in by its issue).
+# Stage: evaluate (issue 6). A threshold per anomalous data set from its validation split, then
+# per-volume metrics of every test split (anomalous: Dice, AUPRC, AUROC, best Dice; healthy: error).
+ANOMALOUS = [ds for ds in DATASETS if is_anomalous(ds)]
+EVAL_DATASETS = sorted({ds for ds, _ in eval_datasets()})
+
+
+def eval_mem_mb(wildcards, input):
+    # float16 map + image + mask + seg memory-mapped or read (about the file sizes), float32 copies of
+    # one data set's voxels in the threshold search
+    return 1000 + int(3 * input.size_mb)
+
+
+rule threshold:
+    input:
+        infer=f"{RES}/infer/{{model}}/fold{{fold}}/{{ds}}_val.npz",
+        slices=f"{RES}/slices/{{ds}}_val.npz",
+    output:
+        f"{RES}/eval/{{model}}/fold{{fold}}/{{ds}}_threshold.json",
+    wildcard_constraints:
+        ds="|".join(ANOMALOUS) or "^$",
+    params:
+        method=config["evaluate"]["threshold_search"],
+        steps=config["evaluate"]["interval_steps"],
+    log:
+        log("threshold", "{model}", "fold{fold}", "{ds}"),
+    threads: 1
+    resources:
+        mem_mb=eval_mem_mb,
+        runtime=30,
+    conda:
+        "../envs/eval.yaml"
+    script:
+        "../workflow_scripts/threshold.py"
+
+
+def anomalous_param(wildcards, key):
+    return config["evaluate"][key] if is_anomalous(wildcards.ds) else None
+
+
+def metrics_inputs(wildcards):
+    pre = f"{RES}/eval/{wildcards.model}/fold{wildcards.fold}/{wildcards.ds}"
+    inputs = {"infer": f"{RES}/infer/{wildcards.model}/fold{wildcards.fold}/{wildcards.ds}_test.npz",
+              "slices": f"{RES}/slices/{wildcards.ds}_test.npz"}
+    if is_anomalous(wildcards.ds):
+        inputs["threshold"] = f"{pre}_threshold.json"
+    return inputs
+
+
+rule metrics:
+    input:
+        unpack(metrics_inputs),
+    output:
+        f"{RES}/eval/{{model}}/fold{{fold}}/{{ds}}_per_volume.csv",
+    wildcard_constraints:
+        ds="|".join(EVAL_DATASETS),
+    # settings of the anomalous metrics only, so that changing them leaves healthy test sets alone
+    params:
+        anomalous=lambda wc: is_anomalous(wc.ds),
+        min_component_voxels=lambda wc: anomalous_param(wc, "min_component_voxels"),
+        # the oracle best Dice uses the same search as the threshold
+        search=lambda wc: anomalous_param(wc, "threshold_search"),
+        steps=lambda wc: anomalous_param(wc, "interval_steps"),
+    log:
+        log("metrics", "{model}", "fold{fold}", "{ds}"),
+    benchmark:
+        bench("metrics", "{model}", "fold{fold}", "{ds}")
+    threads: 1
+    resources:
+        mem_mb=eval_mem_mb,
+        runtime=60,
+    conda:
+        "../envs/eval.yaml"
+    script:
+        "../workflow_scripts/metrics.py"
+
+
+TARGETS.extend(
+    f"{RES}/eval/{model}/fold{fold}/{ds}_per_volume.csv"
+    for model in config["models"]
+    for fold in config["folds_to_run"]
+    for ds in EVAL_DATASETS
+)

@@ -1,1 +1,54 @@
-# Stage: infer (filled in by its issue).
+# Stage: infer (issue 6). Reconstructions and post-processed anomaly maps of every evaluated split, per
+# model and fold; `thresh` (the intensity baseline) needs no network.
+EVAL_SPLITS = sorted({s for _, s in eval_datasets()})
+
+
+def infer_inputs(wildcards):
+    inputs = {"slices": f"{RES}/slices/{wildcards.ds}_{wildcards.split}.npz"}
+    if wildcards.model != "thresh":
+        inputs["model"] = f"{RES}/models/{wildcards.model}/fold{wildcards.fold}/model.pt"
+    return inputs
+
+
+def network_param(wildcards, key):
+    return None if wildcards.model == "thresh" else config["infer"][key]
+
+
+def infer_mem_mb(wildcards, input):
+    # per voxel: image + mask (memory-mapped), float32 reconstruction, float16 map and its float16 copies
+    # while saving; input.size_mb counts image, mask and seg (4 bytes per voxel) plus the model file
+    return 2000 + int(3 * input.size_mb)
+
+
+rule infer:
+    input:
+        unpack(infer_inputs),
+    output:
+        f"{RES}/infer/{{model}}/fold{{fold}}/{{ds}}_{{split}}.npz",
+    wildcard_constraints:
+        split="|".join(EVAL_SPLITS),
+    # result-changing settings only (batch size, device and threads change speed, not the maps); the
+    # network's settings are None for thresh, so changing them leaves the intensity baseline alone
+    params:
+        model=lambda wc: wc.model,
+        test_timestep=lambda wc: network_param(wc, "test_timestep"),
+        ensemble_timesteps=lambda wc: network_param(wc, "ensemble_timesteps"),
+        stride=lambda wc: network_param(wc, "stride"),
+        precision=lambda wc: network_param(wc, "precision"),
+        erosion_iterations=config["evaluate"]["erosion_iterations"],
+        median_size=config["evaluate"]["median_size"],
+        seed=lambda wc: config["seed"] + int(wc.fold),
+        stream=lambda wc: f"{wc.ds}_{wc.split}",
+    log:
+        log("infer", "{model}", "fold{fold}", "{ds}_{split}"),
+    benchmark:
+        bench("infer", "{model}", "fold{fold}", "{ds}_{split}")
+    threads: config["infer"]["threads"]
+    resources:
+        mem_mb=infer_mem_mb,
+        runtime=config["infer"]["runtime_min"],
+        gpu=lambda wc: 0 if wc.model == "thresh" else config["infer"]["gpus"],
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/infer.py"

@@ -17,7 +17,8 @@ class _DiceAt:
     """Pixel Dice of `scores > t` against `gt` for many t, from the scores inside the ground truth."""
 
     def __init__(self, scores: np.ndarray, gt: np.ndarray):
-        self.scores = np.asarray(scores).ravel()
+        # float32 like the metrics, so that a threshold cuts validation and test maps the same way
+        self.scores = np.asarray(scores, dtype=np.float32).ravel()
         gt = np.asarray(gt).ravel() > 0
         self.pos = self.scores[gt]
         self.gsum = int(gt.sum())
@@ -55,9 +56,8 @@ def interval_search(scores: np.ndarray, gt: np.ndarray, steps: int = 10,
 def exact_search(scores: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     """(threshold, dice) maximising Dice of `scores > threshold` over every distinct score value.
 
-    The threshold returned is the midpoint between the lowest kept value and the next lower one, so
-    that values just like the validation ones fall on the same side on test volumes."""
-    scores = np.asarray(scores).ravel()
+    Exact up to ties; memory: the distinct values of the maps (float32) and their counts."""
+    scores = np.asarray(scores, dtype=np.float32).ravel()
     gt = np.asarray(gt).ravel() > 0
     gsum = int(gt.sum())
     if gsum == 0:
@@ -69,9 +69,10 @@ def exact_search(scores: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     psum = np.cumsum(counts[::-1])[::-1]
     tp = np.cumsum(positives[::-1])[::-1]
     dice = 2 * tp / (psum + gsum)
-    k = int(np.argmax(dice))  # first maximum = the lowest threshold only on exact ties
-    below = values[k - 1] if k > 0 else values[0] - 1.0
-    return float((values[k] + below) / 2), float(dice[k])
+    k = int(np.argmax(dice))  # the first maximum: on exact ties the larger prediction
+    # the next lower value itself (exact in float32): `scores > t` is then `scores >= values[k]`
+    below = values[k - 1] if k > 0 else np.nextafter(values[0], np.float32(-np.inf))
+    return float(below), float(dice[k])
 
 
 def choose_threshold(maps: np.ndarray, segs: np.ndarray, method: str = "interval", steps: int = 10,
