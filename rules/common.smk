@@ -6,8 +6,8 @@ import sys
 # installed (a fresh clone on a cluster, a rule's conda env): put the checkout on the import path of
 # this process and, through PYTHONPATH, of every job it starts.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
 )
 
 from pddpm.config_checks import check_config  # noqa: E402
@@ -49,11 +49,11 @@ def skullstrip_backend(ds):
 
 def log(rule, *parts):
     """results/logs/{rule}/{parts...}.log: every rule logs."""
-    return f"{RES}/logs/{rule}/" + "/".join(parts) + ".log"
+    return os.path.join(RES, "logs", rule, *parts) + ".log"
 
 
 def bench(rule, *parts):
-    return f"{RES}/benchmarks/{rule}/" + "/".join(parts) + ".tsv"
+    return os.path.join(RES, "benchmarks", rule, *parts) + ".tsv"
 
 
 def split_names(ds):

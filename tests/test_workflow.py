@@ -1,0 +1,93 @@
+"""The workflow itself: lint-clean, the expected DAG, and a real run of the tiny demo end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from workflow_utils import REPO, TINY_CONFIG, planned_jobs, snakemake, write_config
+
+PER_SUBJECT_RULES = ["demo_cohort", "resample", "skullstrip", "register", "crop", "n4", "qc_subject"]
+
+
+def expected_counts(config: dict) -> dict[str, int]:
+    """Job counts that follow from the config alone, computed independently of the rules' code."""
+    datasets = config["datasets"]
+    n_subjects = sum(d["n_subjects"] for d in datasets.values())
+    anomalous = [k for k, d in datasets.items() if d["role"] == "anomalous"]
+    folds = config["splits"]["folds"]
+    runs = len(config["folds_to_run"])
+    models = config["models"]
+    trained = [m for m in models if m != "thresh"]
+    n_splits = sum(2 if d["role"] == "anomalous" else 2 * folds + 1 for d in datasets.values())
+    counts = dict.fromkeys(PER_SUBJECT_RULES, n_subjects)
+    counts |= {
+        "demo_subjects_tsv": len(datasets),
+        "qc_dataset": len(datasets),
+        "splits": n_splits,
+        "slices": n_splits,
+        "train": len(trained) * runs,
+        # anomalous val + test, and the healthy test set
+        "infer": len(models) * runs * (2 * len(anomalous) + 1),
+        "threshold": len(models) * runs * len(anomalous),
+        "metrics": len(models) * runs * (len(anomalous) + 1),
+        "table": 1,
+        "all": 1,
+    }
+    return counts
+
+
+@pytest.mark.parametrize("config_path", [REPO / "config.yaml", TINY_CONFIG], ids=["demo", "tiny"])
+def test_dry_run_plans_the_expected_jobs(tmp_path, config_path):
+    write_config(tmp_path, base=config_path)
+    counts = planned_jobs(tmp_path)
+    config = yaml.safe_load(config_path.read_text())
+    for rule, n in expected_counts(config).items():
+        assert counts.get(rule) == n, f"{rule}: planned {counts.get(rule)}, expected {n}"
+    for figure_rule in ("qualitative", "pr_curves", "dice_distribution", "training_curves"):
+        assert counts.get(figure_rule, 0) >= 1
+
+
+def test_lint_is_clean(tmp_path):
+    write_config(tmp_path)
+    proc = snakemake(tmp_path, "--lint", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Congratulations, your workflow is in a good condition!" in out, out
+
+
+def test_tiny_run_end_to_end(tiny_run):
+    """The whole chain ran for real: every stage's outputs exist and are consistent with each other."""
+    res = tiny_run / "results"
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    table = pd.read_csv(res / "tables" / "table1.csv")
+    assert not table.empty
+    for ext in ("md", "tex"):
+        assert (res / "tables" / f"table1.{ext}").stat().st_size > 100
+    for model in config["models"]:
+        for ds, d in config["datasets"].items():
+            per_volume = pd.read_csv(res / "eval" / model / "fold0" / f"{ds}_per_volume.csv")
+            test_sheet = pd.read_csv(res / "splits" / f"{ds}_test.csv")
+            assert len(per_volume) == len(test_sheet), (model, ds)
+            if d["role"] == "anomalous":
+                assert per_volume["dice"].between(0, 1).all()
+                assert per_volume["auprc"].between(0, 1).all()
+                threshold = json.loads((res / "eval" / model / "fold0" / f"{ds}_threshold.json").read_text())
+                assert threshold["threshold"] > 0
+    pngs = list((res / "figures").rglob("*.png"))
+    assert pngs and all(p.stat().st_size > 1000 for p in pngs)
+    # every rule wrote its log
+    assert len(list((res / "logs").rglob("*.log"))) >= sum(expected_counts(config).values()) - 1
+
+
+def test_nothing_left_to_do_after_a_run(tiny_run):
+    assert planned_jobs(tiny_run) == {}
+
+
+def test_report_is_built(tiny_run):
+    snakemake(tiny_run, "--report", "report.html")
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    assert len(html) > 100_000 and "table1" in html
