@@ -2,27 +2,10 @@
 # their ground truth, and the atlas stand-in on SRI24's grid. One job per subject; each subject's seed
 # comes from (demo.seed, data set, index), so adding subjects leaves the existing ones untouched.
 
-DEMO_DS = [ds for ds in DATASETS if ds_cfg(ds)["source"] == "demo"]
+from pddpm import demo as demo_lib
+
+DEMO_DS = demo_lib.check_datasets(config["datasets"])
 DEMO_ANATOMY = "resources/demo/anatomy.npz"
-
-# the generator follows `kind`; a kind whose labels contradict the role is a config mistake
-_DEMO_ROLES = {"ixi": "healthy", "brats": "anomalous", "mslub": "anomalous"}
-for _ds in DEMO_DS:
-    if ds_cfg(_ds)["role"] != _DEMO_ROLES[ds_cfg(_ds)["kind"]]:
-        raise WorkflowError(
-            f"datasets.{_ds}: a demo data set of kind '{ds_cfg(_ds)['kind']}' is "
-            f"{_DEMO_ROLES[ds_cfg(_ds)['kind']]}; set role: {_DEMO_ROLES[ds_cfg(_ds)['kind']]}"
-        )
-    if "n_subjects" not in ds_cfg(_ds):
-        raise WorkflowError(f"datasets.{_ds}: source demo needs n_subjects (how many to synthesise)")
-
-
-def demo_raw_files(ds):
-    """The raw files of every subject of demo data set `ds` (what subjects.tsv lists)."""
-    files = [f"data/raw/{ds}/{sub}_t2.nii.gz" for sub in subjects(ds)]
-    if is_anomalous(ds):
-        files += [f"data/raw/{ds}/{sub}_seg.nii.gz" for sub in subjects(ds)]
-    return files
 
 
 if DEMO_DS:
@@ -76,6 +59,7 @@ if DEMO_DS:
 
     rule demo_seg:
         """The raw label file of an anomalous demo subject: its lesion truth, under the raw name."""
+        localrule: True
         input:
             "data/raw/{ds}/truth/{sub}_lesions.nii.gz",
         output:
@@ -95,8 +79,9 @@ if DEMO_DS:
             "../workflow_scripts/demo_seg.py"
 
     rule demo_subjects_tsv:
+        localrule: True
         input:
-            lambda wc: demo_raw_files(wc.ds),
+            lambda wc: demo_lib.raw_files(wc.ds, subjects(wc.ds), is_anomalous(wc.ds)),
         output:
             "data/raw/{ds}/subjects.tsv",
         wildcard_constraints:
@@ -115,7 +100,8 @@ if DEMO_DS:
         script:
             "../workflow_scripts/demo_subjects_tsv.py"
 
-    TARGETS += [f for ds in DEMO_DS for f in demo_raw_files(ds) + [f"data/raw/{ds}/subjects.tsv"]]
+    TARGETS += [f"data/raw/{ds}/subjects.tsv" for ds in DEMO_DS]
+    TARGETS += [f for ds in DEMO_DS for f in demo_lib.raw_files(ds, subjects(ds), is_anomalous(ds))]
 
 
 if config["atlas"]["source"] == "demo":

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from pddpm.demo import anatomy, cohort, subject_ids, subject_index
+from pddpm.demo import anatomy, check_datasets, cohort, subject_ids, subject_index
 from pddpm.demo.lesions import ENHANCING, NECROTIC, OEDEMA
+from pddpm.errors import PddpmConfigError
 from pddpm.io import load_nifti
 from workflow_utils import planned_jobs, snakemake, write_config
 
@@ -63,6 +64,16 @@ def test_subject_ids_and_their_inverse():
     assert [subject_index("demo_ixi", s) for s in subject_ids("demo_ixi", 12)] == list(range(12))
     with pytest.raises(ValueError, match="demo_brats_NNN"):
         subject_index("demo_brats", "demo_ixi_001")
+
+
+def test_demo_data_set_config_is_checked():
+    ok = {"a": {"source": "demo", "kind": "ixi", "role": "healthy", "n_subjects": 2},
+          "b": {"source": "local", "kind": "ixi", "role": "healthy"}}
+    assert check_datasets(ok) == ["a"]
+    with pytest.raises(PddpmConfigError, match="datasets.c: .*kind 'mslub' is anomalous; set role: anomalous"):
+        check_datasets({**ok, "c": {"source": "demo", "kind": "mslub", "role": "healthy", "n_subjects": 2}})
+    with pytest.raises(PddpmConfigError, match="datasets.d: source demo needs n_subjects"):
+        check_datasets({"d": {"source": "demo", "kind": "brats", "role": "anomalous"}})
 
 
 def test_seed_depends_on_cohort_seed_data_set_and_index_only():
