@@ -1,0 +1,206 @@
+"""Training: the loss falls on brain slices, resume equals an uninterrupted run, SIGTERM leaves a
+checkpoint, bad input stops clearly, and the `train` rule runs for real."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from pddpm.checkpoint import load_checkpoint
+from pddpm.errors import PddpmInputError
+from pddpm.model import build_network, load_trained
+from pddpm.train import (
+    Objective,
+    TrainingDiverged,
+    TrainingInterrupted,
+    run_fingerprint,
+    train,
+    validation_loss,
+    write_outputs,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = {"kind": "pddpm",
+            "unet": {"base_width": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_heads": 1,
+                     "attention_head_channels": 16, "groups": 4},
+            "diffusion": {"noise": {"type": "simplex"}}, "patch": {"size": 24, "stride": 24},
+            "image_size": [48, 48]}
+FAST = {"batch_size": 4, "epochs": 3, "val_every_steps": 2, "checkpoint_every_steps": 100}
+
+
+@pytest.fixture(scope="module")
+def brains():
+    """(10, 12, 48, 48) float16 slices of real anatomy (ICBM152 T2-like contrast, 4 mm, as the demo's model
+    grid), each 'subject' shifted, rescaled and noised differently: 8 for training, 2 for validation."""
+    from pddpm.demo.anatomy import load_template, t2_contrast
+
+    tpl = load_template()
+    t2 = ndi.zoom(t2_contrast(tpl["csf"], tpl["gm"], tpl["wm"]), 0.25, order=1)  # 1 mm -> 4 mm
+    t2 = np.moveaxis(t2, 2, 0)  # axial slices first: (Z, X, Y)
+    z0 = t2.shape[0] // 2 - 6
+    rng = np.random.default_rng(0)
+    vols = []
+    for _ in range(10):
+        v = t2[z0:z0 + 12]
+        v = np.pad(v, ((0, 0), (8, 8), (8, 8)))
+        v = np.roll(v, rng.integers(-2, 3, 2), axis=(1, 2))
+        cy, cx = (v.shape[1] - 48) // 2, (v.shape[2] - 48) // 2
+        v = v[:, cy:cy + 48, cx:cx + 48] * rng.uniform(0.9, 1.1) + rng.normal(0, 0.01, (12, 48, 48))
+        vols.append(np.clip(v / np.percentile(v, 99), 0, 1))
+    data = np.stack(vols).astype(np.float16)
+    return data[:8], data[8:]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # the test machine is shared: two spinning OpenMP threads per process slow everything down ~10x
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_loss_falls_on_brain_slices(brains):
+    tr, va = brains
+    torch.manual_seed(0)  # the untrained network train() starts from (same seed)
+    untrained = build_network(SETTINGS)
+    before = validation_loss(untrained, Objective(SETTINGS, torch.device("cpu")), torch.from_numpy(va), 0, 8,
+                             torch.device("cpu"), "fp32")
+    res = train(tr, va, SETTINGS, {**FAST, "batch_size": 8, "epochs": 20, "val_every_steps": 5, "lr": 3e-3},
+                seed=0, device="cpu", progress=False)
+    log = pd.DataFrame(res.log)
+    assert list(log.step) == [5, 10, 15, 20]
+    assert log.val_loss.min() < 0.6 * before
+    assert log.train_loss.iloc[-1] < log.train_loss.iloc[0]
+    assert res.info["best_step"] == int(log.step[log.val_loss.idxmin()])
+    assert (log.images_per_s > 0).all()
+
+
+def test_resume_equals_uninterrupted(brains, tmp_path):
+    tr, va = brains
+    full = train(tr, va, SETTINGS, FAST, seed=3, device="cpu", progress=False)
+    with pytest.raises(TrainingInterrupted, match="resume"):
+        train(tr, va, SETTINGS, FAST, seed=3, device="cpu", checkpoint_dir=tmp_path, progress=False,
+              stop_after_steps=3)
+    assert load_checkpoint(tmp_path / "checkpoint.pt", full.info["fingerprint"])["step"] == 3
+    resumed = train(tr, va, SETTINGS, FAST, seed=3, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    assert resumed.info["resumed_from_step"] == 3
+    strip = [{k: v for k, v in r.items() if k != "images_per_s"} for r in full.log]
+    assert strip == [{k: v for k, v in r.items() if k != "images_per_s"} for r in resumed.log]
+    for k, v in full.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
+
+
+def test_other_settings_do_not_resume_a_foreign_checkpoint(brains, tmp_path):
+    tr, va = brains
+    with pytest.raises(TrainingInterrupted):
+        train(tr, va, SETTINGS, FAST, seed=3, device="cpu", checkpoint_dir=tmp_path, progress=False,
+              stop_after_steps=2)
+    res = train(tr, va, SETTINGS, {**FAST, "lr": 3e-4}, seed=3, device="cpu", checkpoint_dir=tmp_path,
+                progress=False)
+    assert res.info["resumed_from_step"] is None
+
+
+def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes(brains, tmp_path):
+    tr, va = brains
+    np.save(tmp_path / "tr.npy", tr)
+    np.save(tmp_path / "va.npy", va)
+    cfg = {**FAST, "epochs": 10_000, "val_every_steps": 1}
+    script = textwrap.dedent(f"""
+        import logging, sys, numpy as np, torch
+        from pddpm.train import train
+        torch.set_num_threads(1)
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True)
+        train(np.load({str(tmp_path / 'tr.npy')!r}), np.load({str(tmp_path / 'va.npy')!r}), {SETTINGS!r},
+              {cfg!r}, seed=5, device="cpu", checkpoint_dir={str(tmp_path / 'ck')!r}, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-u", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    for line in proc.stdout:
+        if "step 2:" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "TrainingInterrupted" in err and "rerun to resume" in err
+    fp = run_fingerprint(SETTINGS, {**FAST, **cfg, "precision": "bf16", "lr": 1e-4, "compile": False}, 5, 8, 2)
+    state = load_checkpoint(tmp_path / "ck" / "checkpoint.pt", fp)
+    assert state is not None and 2 <= state["step"] < 10_000 * 2
+    res = train(tr, va, SETTINGS, {**cfg, "epochs": 2}, seed=5, device="cpu", checkpoint_dir=tmp_path / "ck",
+                progress=False)
+    assert res.info["resumed_from_step"] == state["step"]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(brains, tmp_path):
+    tr, va = brains
+    with pytest.raises(TrainingInterrupted):
+        train(tr, va, SETTINGS, FAST, seed=1, device="cpu", checkpoint_dir=tmp_path, progress=False,
+              stop_after_steps=2)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    poisoned = tr.copy()
+    poisoned[:, :, 10:14, 10:14] = np.nan
+    with pytest.raises(TrainingDiverged, match=r"nan at step 3.*last good checkpoint"):
+        train(poisoned, va, SETTINGS, FAST, seed=1, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_bad_input_is_named(brains):
+    tr, va = brains
+    with pytest.raises(PddpmInputError, match="training split.*no volumes"):
+        train(tr[:0], va, SETTINGS, FAST, seed=0, device="cpu", progress=False)
+    with pytest.raises(PddpmInputError, match="not tiled"):
+        train(tr[..., :44, :44], va[..., :44, :44], {**SETTINGS, "image_size": [44, 44]}, FAST, seed=0,
+              device="cpu", progress=False)
+    with pytest.raises(PddpmInputError, match="expects"):
+        train(tr, va[..., :40, :40], SETTINGS, FAST, seed=0, device="cpu", progress=False)
+
+
+def test_outputs_rebuild_the_network(brains, tmp_path):
+    tr, va = brains
+    res = train(tr, va, {**SETTINGS, "kind": "ddpm"}, FAST, seed=2, device="cpu", progress=False)
+    write_outputs(res, {**SETTINGS, "kind": "ddpm"}, {"seed": 2}, tmp_path / "model.pt", tmp_path / "log.csv",
+                  tmp_path / "run.json")
+    net, diffusion, settings = load_trained(tmp_path / "model.pt")
+    assert settings["kind"] == "ddpm" and diffusion.timesteps == 1000
+    assert list(pd.read_csv(tmp_path / "log.csv").columns) == ["step", "train_loss", "val_loss", "images_per_s"]
+    assert json.loads((tmp_path / "run.json").read_text())["result"]["best_step"] == res.info["best_step"]
+
+
+@pytest.mark.workflow
+def test_train_rule_runs_and_reruns_on_a_setting_change(brains, tmp_path):
+    """The real rule on the tiny config, from slice files, for both trained models."""
+    from pddpm.slices import save_split
+    from workflow_utils import planned_jobs, snakemake, write_config
+
+    tr, va = brains
+    fast = {"epochs": 2, "val_every_steps": 1, "threads": 1}
+    write_config(tmp_path, {"train": fast})
+    for split, data in (("train_fold0", tr), ("val_fold0", va)):
+        n = len(data)
+        save_split({"image": data, "mask": (data > 0.05).astype(np.uint8), "seg": np.zeros(data.shape, np.uint8),
+                    "subjects": np.array([f"s{i}" for i in range(n)]), "label": np.zeros(n, int),
+                    "spacing_mm": 4.0, "fov_mm": np.array([192.0, 192, 100])},
+                   tmp_path / "results" / "slices" / f"demo_ixi_{split}.npz")
+    targets = [f"results/models/{m}/fold0/model.pt" for m in ("pddpm", "ddpm")]
+    snakemake(tmp_path, "--allowed-rules", "train", "--cores", "2", *targets)
+    for m in ("pddpm", "ddpm"):
+        out = tmp_path / "results" / "models" / m / "fold0"
+        _, _, settings = load_trained(out / "model.pt")
+        assert settings["kind"] == m and settings["image_size"] == [48, 48]
+        assert len(pd.read_csv(out / "train_log.csv")) == 4  # 2 epochs x 2 steps of 4 volumes
+        assert json.loads((out / "run.json").read_text())["seed"] == 3141
+        assert (tmp_path / "results" / "logs" / "train" / m / "fold0.log").exists()
+    # a result-changing setting reruns training; a speed-only one does not
+    write_config(tmp_path, {"train": {**fast, "threads": 2, "checkpoint_every_steps": 7}})
+    assert planned_jobs(tmp_path, "--allowed-rules", "train", "--cores", "2", *targets) == {}
+    write_config(tmp_path, {"train": {**fast, "epochs": 3}})
+    assert planned_jobs(tmp_path, "--allowed-rules", "train", "--cores", "2", *targets) == {"train": 2}
