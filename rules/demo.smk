@@ -50,7 +50,7 @@ if DEMO_DS:
             bench("demo_cohort", "{ds}", "{sub}")
         threads: 1
         resources:
-            mem_mb=2500,
+            mem_mb=1200,
             runtime=10,
         conda:
             "../envs/data.yaml"
@@ -100,7 +100,32 @@ if DEMO_DS:
         script:
             "../workflow_scripts/demo_subjects_tsv.py"
 
-    TARGETS += [f"data/raw/{ds}/subjects.tsv" for ds in DEMO_DS]
+    rule demo_preview:
+        """The first subject of every demo data set with its ground truth, for the report."""
+        input:
+            **{
+                f"{ds}_{k}": f"data/raw/{ds}/{p}{subjects(ds)[0]}_{k}.nii.gz"
+                for ds in DEMO_DS
+                for k, p in (("t2", ""), ("mask", "truth/"), ("lesions", "truth/"), ("bias", "truth/"))
+            },
+        output:
+            report(f"{RES}/figures/demo_cohort.png", caption="../report/demo_cohort.rst",
+                   category="1. Data", subcategory="Demo cohort"),
+        params:
+            datasets=DEMO_DS,
+            seed=config["demo"]["seed"],
+        log:
+            log("demo_preview"),
+        threads: 1
+        resources:
+            mem_mb=1500,
+            runtime=5,
+        conda:
+            "../envs/eval.yaml"
+        script:
+            "../workflow_scripts/demo_preview.py"
+
+    TARGETS += [f"data/raw/{ds}/subjects.tsv" for ds in DEMO_DS] + [f"{RES}/figures/demo_cohort.png"]
     TARGETS += [f for ds in DEMO_DS for f in demo_lib.raw_files(ds, subjects(ds), is_anomalous(ds))]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from scipy import ndimage as ndi
 
 from pddpm.demo import anatomy, check_datasets, cohort, subject_ids, subject_index
 from pddpm.demo.lesions import ENHANCING, NECROTIC, OEDEMA
+from pddpm.demo.preview import plot_cohort
 from pddpm.errors import PddpmConfigError
 from pddpm.io import load_nifti
 from workflow_utils import planned_jobs, snakemake, write_config
@@ -241,6 +243,19 @@ def test_written_files_and_subjects_tsv(subjects, tmp_path):
                        "seg": "demo_mslub_001_seg.nii.gz", "label": "1"}
     rows = list(csv.DictReader((tmp_path / "h.tsv").open(), delimiter="\t"))
     assert rows[0] == {"subject": "demo_ixi_000", "t2": "demo_ixi_000_t2.nii.gz", "seg": "", "label": "0"}
+
+
+def test_preview_figure_of_written_subjects(ref, tmp_path):
+    files = {}
+    for kind in ("ixi", "brats"):
+        s = cohort.make_subject(ref, kind, 3, coarse_grid(kind))
+        paths = cohort.subject_paths(tmp_path / kind, f"demo_{kind}_000")
+        cohort.write_subject(s, paths)
+        files[f"demo_{kind}"] = paths
+    out = tmp_path / "fig" / "demo_cohort.png"
+    plot_cohort(files, out)
+    image = plt.imread(out)
+    assert image.shape[0] > 300 and image.shape[1] > 600 and image.std() > 0.05
 
 
 @pytest.mark.workflow
