@@ -85,15 +85,14 @@ def test_outputs_follow_the_contract(eval_run):
 
 def test_reruns_exactly_what_a_setting_changes(eval_run):
     work, targets = eval_run
-    # "--cores 2" ends the `--quiet rules` list that planned_jobs puts before our arguments
-    assert planned_jobs(work, "--cores", "2", *targets, *OURS) == {}
+    assert planned_jobs(work, *targets, *OURS) == {}
     cfg = yaml.safe_load((work / "config.yaml").read_text())
 
     def plan(section, key, value):
         changed = {**cfg, section: {**cfg.get(section, {}), key: value}}
         (work / "config.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
         try:
-            return planned_jobs(work, "--cores", "2", *targets, *OURS)
+            return planned_jobs(work, *targets, *OURS)
         finally:
             (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
