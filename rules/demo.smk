@@ -16,6 +16,8 @@ if DEMO_DS:
         """The template's tissue maps and a synthetic head on the reference grid, shared by all subjects."""
         output:
             DEMO_ANATOMY,
+        params:
+            generator=demo_lib.GENERATOR_VERSION,
         log:
             log("demo_anatomy"),
         threads: 1
@@ -44,6 +46,7 @@ if DEMO_DS:
         params:
             seed=config["demo"]["seed"],
             kind=lambda wc: ds_cfg(wc.ds)["kind"],
+            generator=demo_lib.GENERATOR_VERSION,
         log:
             log("demo_cohort", "{ds}", "{sub}"),
         benchmark:

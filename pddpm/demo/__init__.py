@@ -4,6 +4,11 @@
 noise, `lesions` tumours and MS lesions, `cohort` one subject end to end."""
 
 
+# Bump when a change to the generator changes the subjects it makes: it is a param of the demo rules,
+# so existing cohorts are regenerated instead of silently mixing two versions.
+GENERATOR_VERSION = 1
+
+
 def subject_ids(ds: str, n: int) -> list[str]:
     return [f"{ds}_{i:03d}" for i in range(n)]
 
