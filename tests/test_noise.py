@@ -19,12 +19,13 @@ def neighbour_corr(x):
 
 def test_simplex_statistics():
     maps = make_noise((24, 1, 96, 96), {**SIMPLEX, "per_sample": True}, gen(0))
-    assert abs(maps.mean().item()) < 0.05
-    # 6 octaves of ~[-1, 1] noise weighted 1, 0.8, ..., 0.8^5: spread well below that sum (3.69)
-    assert 0.4 < maps.std().item() < 1.0
-    assert maps.abs().max().item() < sum(0.8 ** k for k in range(6))
+    assert abs(maps.mean().item()) < 0.08
+    # the original's noise (OpenSimplex, same octaves) has std 0.50, |values| < 2 and neighbour
+    # correlation 0.96 on 96 x 96 maps (measured with the `opensimplex` package)
+    assert 0.44 < maps.std().item() < 0.58
+    assert maps.abs().max().item() < 2.2
     # fractal noise is spatially smooth, unlike Gaussian noise
-    assert neighbour_corr(maps) > 0.8
+    assert 0.94 < neighbour_corr(maps) < 0.98
     assert abs(neighbour_corr(make_noise((24, 1, 96, 96), {"type": "gaussian"}, gen(0)))) < 0.05
 
 
