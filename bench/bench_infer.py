@@ -75,14 +75,13 @@ def main() -> None:
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         batch = bs or z  # 0: all slices of a volume for one patch per pass, as the original looped
         n = min(args.volumes, args.one_patch_volumes) if batch == 1 else args.volumes
-        timings = {"network": 0.0}
+        timings = {"network": 0.0, "passes": 0}
         t0 = time.perf_counter()
         out = reconstruct(images[:n], net, diffusion, regions, [499], noise, batch_size=batch, device=dev,
                           autocast_dtype=autocast, progress=False, timings=timings)
         total = time.perf_counter() - t0
-        passes = -(-z * len(regions) // batch) if batch < len(regions) * z else None
         print(f"reconstruct batch={batch:4d}: {n / total:8.3f} volumes/s  ({total / n:7.3f} s/volume, network "
-              f"{timings['network'] / n:7.3f} s/volume{'' if passes is None else f', {passes} passes/volume'})")
+              f"{timings['network'] / n:7.3f} s/volume, {timings['passes'] / n:5.1f} forward passes/volume)")
         if n == args.volumes:
             recons, t_net = out, timings["network"] / n
     if recons is None:

@@ -82,7 +82,7 @@ def reconstruct(images: np.ndarray, net: torch.nn.Module, diffusion, regions: to
 
     images: (N, Z, H, W) in [0, 1]; regions: (P, H, W) bool covering every pixel; timesteps: the t of
     each ensemble member (already `test_timestep - 1`); noise_fn(volume, member, Z) -> (Z, 1, H, W).
-    `timings["network"]` accumulates the seconds spent in forward passes."""
+    `timings["network"]` and `timings["passes"]` accumulate the seconds in and the number of forward passes."""
     images = np.asarray(images)
     if images.ndim != 4:
         raise PddpmInputError(f"images must be (N, Z, H, W), got shape {images.shape}")
@@ -106,6 +106,7 @@ def reconstruct(images: np.ndarray, net: torch.nn.Module, diffusion, regions: to
     noise_cache: dict[int, torch.Tensor] = {}
     timings = timings if timings is not None else {}
     timings.setdefault("network", 0.0)
+    timings.setdefault("passes", 0)
     amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext())
 
     bar = tqdm(range(0, n_vol * n_z, chunk), desc="reconstruct", unit="chunk", disable=not progress,
@@ -134,6 +135,7 @@ def reconstruct(images: np.ndarray, net: torch.nn.Module, diffusion, regions: to
         for b0 in range(0, len(xt), batch_size):
             with amp:
                 preds.append(net(xt[b0:b0 + batch_size], t_i[b0:b0 + batch_size]).float())
+            timings["passes"] += 1
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         timings["network"] += time.perf_counter() - t_start
@@ -211,6 +213,7 @@ def infer_arrays(images: np.ndarray, masks: np.ndarray, *, model: str,
                              median_size=median_size)
     t2 = time.perf_counter()
     info.update(erosion_iterations=erosion_iterations, median_size=median_size,
+                forward_passes=int(timings.get("passes", 0)),
                 seconds={"reconstruct": round(t1 - t0, 3), "network": round(timings["network"], 3),
                          "postprocess": round(t2 - t1, 3)})
     return recons, maps, info
