@@ -239,6 +239,7 @@ def test_written_files_and_subjects_tsv(subjects, tmp_path):
         img = load_nifti(paths[key])
         assert img.shape == s.t2.shape and np.allclose(img.affine, s.affine, atol=1e-5)
     np.testing.assert_allclose(np.loadtxt(paths["native_to_atlas"]), s.native_to_atlas, atol=1e-9)
+    np.testing.assert_allclose(load_nifti(paths["bias"]).get_fdata(), s.bias, atol=1e-4)
     assert not list(tmp_path.rglob("*.tmp*"))  # atomic writes leave no temporaries
 
     cohort.write_subjects_tsv(tmp_path / "a.tsv", subject_ids("demo_mslub", 2), anomalous=True)
