@@ -22,7 +22,7 @@ if DEMO_DS:
             log("demo_anatomy"),
         threads: 1
         resources:
-            mem_mb=3000,
+            mem_mb=2000,  # measured 1.2 GB peak
             runtime=10,
         conda:
             "../envs/data.yaml"
@@ -53,7 +53,7 @@ if DEMO_DS:
             bench("demo_cohort", "{ds}", "{sub}")
         threads: 1
         resources:
-            mem_mb=1200,
+            mem_mb=1200,  # measured 0.5-0.6 GB peak
             runtime=10,
         conda:
             "../envs/data.yaml"
@@ -144,7 +144,7 @@ if config["atlas"]["source"] == "demo":
             log("atlas_demo"),
         threads: 1
         resources:
-            mem_mb=2000,
+            mem_mb=1000,  # measured 0.5 GB peak
             runtime=10,
         conda:
             "../envs/data.yaml"
