@@ -92,14 +92,17 @@ def train_speed(settings: dict, batch: int, steps: int, device: str, precision: 
     """Images/s of pddpm.train.train itself (no validation inside the window)."""
     h, w = settings["image_size"]
     rng = np.random.default_rng(0)
-    n_vol = batch * steps  # one epoch of `steps` steps
+    n_vol = batch * (steps + 2)  # one epoch: 2 warm-up steps, then the timed ones
     imgs = rng.random((n_vol, 4, h, w), dtype=np.float32).astype(np.float16)
-    cfg = {"batch_size": batch, "epochs": 1, "val_every_steps": 10**9, "checkpoint_every_steps": 10**9,
+    cfg = {"batch_size": batch, "epochs": 1, "val_every_steps": 2, "checkpoint_every_steps": 10**9,
            "precision": precision}
     t0 = time.perf_counter()
     res = train(imgs, imgs[:1, :1], settings, cfg, seed=0, device=device, progress=False)
     elapsed = time.perf_counter() - t0
-    return res.log[-1]["images_per_s"], n_vol / elapsed
+    # each log row's images/s covers the steps since the previous row (validation excluded): skip warm-up
+    timed = res.log[1:]
+    per_image = sum((r["step"] - p["step"]) * batch / r["images_per_s"] for p, r in zip(res.log, timed, strict=False))
+    return steps * batch / per_image, n_vol / elapsed
 
 
 def main():
@@ -133,9 +136,9 @@ def main():
         split = ", ".join(f"{k} {1000 * v:.1f} ms ({100 * v / step:.0f} %)" for k, v in parts.items())
         print(f"\n[{key}] {n_par:,} parameters, {flops / 1e9:.2f} GFLOP per {settings['image_size'][0]}^2 forward, "
               f"batch {batch}")
-        print(f"  plain loop: {batch / step:.1f} images/s; step {1000 * step:.1f} ms = {split}")
+        print(f"  plain loop: {batch / step:.3g} images/s; step {1000 * step:.1f} ms = {split}")
         window, overall = train_speed(settings, batch, args.steps, args.device, precision)
-        print(f"  pddpm.train.train: {window:.1f} images/s (log window), {overall:.1f} images/s incl. start-up")
+        print(f"  pddpm.train.train: {window:.3g} images/s (after warm-up), {overall:.3g} images/s incl. start-up")
         if dev.type == "cuda":
             achieved = 3 * flops * batch / step / 1e12  # backward ~ 2x forward
             peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)

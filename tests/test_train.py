@@ -204,3 +204,12 @@ def test_train_rule_runs_and_reruns_on_a_setting_change(brains, tmp_path):
     assert planned_jobs(tmp_path, "--allowed-rules", "train", "--cores", "2", *targets) == {}
     write_config(tmp_path, {"train": {**fast, "epochs": 3}})
     assert planned_jobs(tmp_path, "--allowed-rules", "train", "--cores", "2", *targets) == {"train": 2}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where no GPU is present")
+def test_cuda_requested_without_a_gpu_is_a_clear_error(brains):
+    from pddpm.errors import PddpmConfigError
+
+    tr, va = brains
+    with pytest.raises(PddpmConfigError, match="device: auto"):
+        train(tr, va, SETTINGS, FAST, seed=0, device="cuda", progress=False)
