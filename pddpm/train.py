@@ -295,7 +295,9 @@ def train(train_images: np.ndarray, val_images: np.ndarray, settings: dict, trai
                     stopped_at = step
                     break
         except KeyboardInterrupt:
-            stopped_at = step
+            # mid-step state is not consistent: keep the last periodic checkpoint instead of writing one
+            raise TrainingInterrupted(f"training interrupted near step {step} of {total_steps}; rerun to resume "
+                                      f"from the last checkpoint in {ckpt_path}") from None
     if stopped_at is not None:
         raise TrainingInterrupted(f"training stopped at step {stopped_at} of {total_steps}; "
                                   f"rerun to resume from {ckpt_path}")
