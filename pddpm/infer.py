@@ -109,6 +109,7 @@ def reconstruct(images: np.ndarray, net: torch.nn.Module, diffusion, regions: to
     timings.setdefault("passes", 0)
     amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext())
 
+    fit = batch_size  # inputs per forward pass; halved if the GPU runs out of memory
     bar = tqdm(range(0, n_vol * n_z, chunk), desc="reconstruct", unit="chunk", disable=not progress,
                mininterval=5)
     for s0 in bar:
@@ -132,9 +133,21 @@ def reconstruct(images: np.ndarray, net: torch.nn.Module, diffusion, regions: to
         xt = torch.where(mask_i, xt, x0_i)  # only the region is noised; the rest stays clean context
         preds = []
         t_start = time.perf_counter()
-        for b0 in range(0, len(xt), batch_size):
-            with amp:
-                preds.append(net(xt[b0:b0 + batch_size], t_i[b0:b0 + batch_size]).float())
+        b0 = 0
+        while b0 < len(xt):
+            try:
+                with amp:
+                    preds.append(net(xt[b0:b0 + fit], t_i[b0:b0 + fit]).float())
+            except torch.cuda.OutOfMemoryError:
+                # items are independent: a smaller pass gives the same result, only slower
+                if fit == 1:
+                    raise
+                fit = max(1, fit // 2)
+                torch.cuda.empty_cache()
+                log.warning("GPU out of memory: %d network inputs per pass from now on (infer.batch_size %d)",
+                            fit, batch_size)
+                continue
+            b0 += fit
             timings["passes"] += 1
         if device.type == "cuda":
             torch.cuda.synchronize(device)

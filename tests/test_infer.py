@@ -186,3 +186,32 @@ def test_device_auto_falls_back_to_cpu():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cuda").type == expected
+
+
+class SmallMemoryNet(torch.nn.Module):
+    """Stand-in that behaves like a GPU without room for more than 3 inputs per pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def forward(self, x, t):
+        self.sizes.append(len(x))
+        if len(x) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return x * 0.5
+
+
+def test_out_of_memory_halves_the_pass_and_keeps_results(caplog):
+    diff = Diffusion()
+    images = _images(1, 3)
+    regions = regions_for("pddpm", H, W, 8, 8)
+    noise = seeded_noise(NOISE, H, W, 2, "s")
+    small = SmallMemoryNet()
+    timings = {}
+    with caplog.at_level("WARNING", logger="pddpm.infer"):
+        got = reconstruct(images, small, diff, regions, [499], noise, batch_size=12, progress=False, timings=timings)
+    want = reconstruct(images, SmallMemoryNet(), diff, regions, [499], noise, batch_size=1, progress=False)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert small.sizes[:3] == [12, 6, 3] and max(small.sizes[3:]) == 3
+    assert timings["passes"] == 4 and "out of memory" in caplog.text
