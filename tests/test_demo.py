@@ -14,7 +14,7 @@ from pddpm.demo import anatomy, check_datasets, cohort, subject_ids, subject_ind
 from pddpm.demo.lesions import ENHANCING, NECROTIC, OEDEMA
 from pddpm.demo.preview import plot_cohort
 from pddpm.errors import PddpmConfigError
-from pddpm.io import load_nifti
+from pddpm.io import load_nifti, save_nifti
 from workflow_utils import planned_jobs, snakemake, write_config
 
 
@@ -198,6 +198,31 @@ def test_native_to_atlas_maps_the_truth_mask_into_the_atlas_mask(subjects, atlas
         miss = np.zeros(ok.shape, bool)
         miss[ok] = atlas["mask"][tuple(wvox[:, ok])] > 0
         assert miss.mean() < hit.mean() - 0.1
+
+
+def test_pose_is_recoverable_by_affine_registration(ref, atlas, tmp_path):
+    """The stored native_to_atlas is what a real ANTs affine registration of the (truth-masked) brain
+    to the atlas finds: the pose is recoverable, and the truth has the right convention."""
+    ants = pytest.importorskip("ants")
+    import pandas as pd
+
+    s = cohort.make_subject(ref, "ixi", cohort.subject_seed(42, "demo_ixi", 2), coarse_grid("ixi"))
+    save_nifti(s.t2 * s.mask, s.affine, tmp_path / "brain.nii.gz")
+    save_nifti(atlas["t2"], anatomy.ATLAS_AFFINE, tmp_path / "atlas.nii.gz")
+    moving = ants.image_read(str(tmp_path / "brain.nii.gz"))
+    fixed = ants.resample_image(ants.image_read(str(tmp_path / "atlas.nii.gz")), (3, 3, 3), False, 0)
+    reg = ants.registration(fixed=fixed, moving=moving, type_of_transform="Affine", random_seed=1,
+                            outprefix=str(tmp_path / "reg_"))
+    # atlas brain points (ANTs physical space is LPS) sent to native space by the estimate and the truth
+    ijk = np.argwhere(atlas["mask"] > 0)[::997]
+    ras = world(anatomy.ATLAS_AFFINE, ijk).T
+    lps = ras * [-1, -1, 1]
+    est = ants.apply_transforms_to_points(3, pd.DataFrame(lps, columns=["x", "y", "z"]),
+                                          reg["fwdtransforms"]).to_numpy() * [-1, -1, 1]
+    true = world(np.linalg.inv(s.native_to_atlas), ras).T
+    error = np.linalg.norm(est - true, axis=1).mean()
+    moved = np.linalg.norm(ras - true, axis=1).mean()  # how far the pose moved them
+    assert error < 2.0 and moved > 3 * error, (error, moved)
 
 
 def _block_medians(image, wm, block=24):
