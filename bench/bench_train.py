@@ -57,7 +57,7 @@ def time_split(settings: dict, batch: int, steps: int, dev: torch.device, precis
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4, **({"fused": True} if dev.type == "cuda" else {}))
     obj = Objective(settings, dev)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=dev).manual_seed(0)  # as pddpm.train: draws on the device
     parts = dict.fromkeys(("data", "noise", "forward", "backward", "optimiser"), 0.0)
     for i in range(steps + 2):  # 2 warm-up steps
         t0 = time.perf_counter()

@@ -67,10 +67,12 @@ def simplex_octaves(n: int, height: int, width: int, octaves: int = 6, persisten
                     frequency: float = 64, generator: torch.Generator | None = None,
                     device: str | torch.device = "cpu") -> torch.Tensor:
     """`n` independent fractal simplex maps (n, height, width), float32."""
-    perm = torch.stack([torch.randperm(256, generator=generator) for _ in range(n)])
+    # draw on the generator's device (a CUDA generator keeps a training step free of host syncs)
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    perm = torch.stack([torch.randperm(256, generator=generator, device=gdev) for _ in range(n)])
     perm = torch.cat([perm, perm], dim=1).to(device)
     # the original's third coordinate is the timestep T in [0, 1000)
-    tz = torch.randint(0, 1000, (n,), generator=generator).to(device=device, dtype=torch.float32)
+    tz = torch.randint(0, 1000, (n,), generator=generator, device=gdev).to(device=device, dtype=torch.float32)
     ys = torch.arange(height, device=device, dtype=torch.float32)
     xs = torch.arange(width, device=device, dtype=torch.float32)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
@@ -91,12 +93,14 @@ def make_noise(shape, noise_cfg: dict | None = None, generator: torch.Generator 
     """Noise of `shape` (B, C, H, W) as configured by `diffusion.noise` (type simplex or gaussian).
 
     Simplex: one map shared by the whole batch as the original, or one per sample (`per_sample`).
-    Random numbers come from `generator` (a CPU torch.Generator) so that runs are reproducible.
+    Random numbers come from `generator` (a torch.Generator on the CPU or on `device`) so that runs are
+    reproducible.
     """
     cfg = {**DEFAULTS, **(noise_cfg or {})}
     b, c, h, w = shape
     if cfg["type"] == "gaussian":
-        return torch.randn(tuple(shape), generator=generator).to(device)
+        gdev = generator.device if generator is not None else torch.device("cpu")
+        return torch.randn(tuple(shape), generator=generator, device=gdev).to(device)
     if cfg["type"] != "simplex":
         raise ValueError(f"diffusion.noise.type must be simplex or gaussian, got {cfg['type']!r}")
     n = b * c if cfg["per_sample"] else c

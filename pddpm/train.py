@@ -74,10 +74,11 @@ class Objective:
     def inputs(self, x0: torch.Tensor, generator: torch.Generator, noise: torch.Tensor | None = None):
         """(x_t, t, mask): x0 in [-1, 1] noised at t per sample, only inside the chosen patch for pDDPM."""
         n = x0.shape[0]
-        t = torch.randint(0, self.diffusion.timesteps, (n,), generator=generator).to(self.device)
+        gdev = generator.device
+        t = torch.randint(0, self.diffusion.timesteps, (n,), generator=generator, device=gdev).to(self.device)
         mask = None
         if self.masks is not None:
-            idx = torch.randint(0, len(self.masks), (n,), generator=generator).to(self.device)
+            idx = torch.randint(0, len(self.masks), (n,), generator=generator, device=gdev).to(self.device)
             mask = self.masks[idx][:, None]
         if noise is None:
             noise = self.noise(n, generator)
@@ -204,7 +205,8 @@ def train(train_images: np.ndarray, val_images: np.ndarray, settings: dict, trai
     optimiser = torch.optim.Adam(network.parameters(), lr=cfg["lr"], **({"fused": True} if dev.type == "cuda" else {}))
     step_fn_net = torch.compile(network) if (cfg["compile"] and dev.type == "cuda") else network
     objective = Objective(settings, dev)
-    gen = torch.Generator().manual_seed(seed)
+    # on the training device: drawing t, patches and noise then needs no host-device copy per step
+    gen = torch.Generator(device=dev).manual_seed(seed)
 
     data = torch.from_numpy(np.ascontiguousarray(train_images)).to(dev)
     val_data = torch.from_numpy(np.ascontiguousarray(val_images)).to(dev)
@@ -217,6 +219,8 @@ def train(train_images: np.ndarray, val_images: np.ndarray, settings: dict, trai
         optimiser.load_state_dict(state["optimiser"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if dev.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], dev)
         step, best_val, best_step = state["step"], state["best_val"], state["best_step"]
         best_state, rows = state["best_state"], state["log"]
         acc_loss, acc_n = state["acc_loss"], state["acc_n"]
@@ -228,7 +232,8 @@ def train(train_images: np.ndarray, val_images: np.ndarray, settings: dict, trai
             return
         save_checkpoint(ckpt_path, {
             "fingerprint": fingerprint, "model": network.state_dict(), "optimiser": optimiser.state_dict(),
-            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None, "step": step,
             "best_val": best_val, "best_step": best_step, "best_state": best_state, "log": rows,
             "acc_loss": acc_loss, "acc_n": acc_n})
 
@@ -246,7 +251,7 @@ def train(train_images: np.ndarray, val_images: np.ndarray, settings: dict, trai
                 epoch, pos = divmod(step, steps_per_epoch)
                 order, zs = epoch_plan(seed, epoch, n_vol, n_slices)
                 sel = order[pos * bs:(pos + 1) * bs]
-                x0 = to_model_range(data[torch.from_numpy(sel).to(dev), torch.from_numpy(zs[sel]).to(dev)])
+                x0 = to_model_range(data[_to_device(sel, dev), _to_device(zs[sel], dev)])
                 if dev.type == "cuda":
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                 x_t, t, mask = objective.inputs(x0, gen)
@@ -306,6 +311,13 @@ def train(train_images: np.ndarray, val_images: np.ndarray, settings: dict, trai
             "device": str(dev), "precision": precision, "fingerprint": fingerprint,
             "n_train_volumes": n_vol, "n_val_volumes": len(val_images)}
     return TrainResult(state_dict=best_state, log=rows, info=info)
+
+
+def _to_device(index: np.ndarray, dev: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(index))
+    if dev.type == "cuda":  # pinned + non-blocking: no wait for the queued GPU work
+        return t.pin_memory().to(dev, non_blocking=True)
+    return t
 
 
 def _progress(total: int, initial: int, enabled: bool):
