@@ -131,6 +131,18 @@ def test_resample_keeps_world_positions_and_fixes_orientation(tmp_path, lps, obl
     assert t2.get_fdata().min() >= 0
 
 
+def test_resample_keeps_a_zero_background_zero(tmp_path):
+    """Already-stripped data (BraTS): the non-zero region after resampling is still the brain."""
+    p = make_subject(tmp_path, bias=False)
+    img, truth = nib.load(p["t2"]), nib.load(p["truth_mask"])
+    stripped = nib.Nifti1Image(img.get_fdata().astype(np.float32) * (truth.get_fdata() > 0), img.affine)
+    shape, aff = resample.ras_grid(stripped, SPACING)
+    out = resample.resample_to(stripped, shape, aff, order=3)
+    ref = resample.resample_to(truth, shape, aff, order=0) > 0
+    assert qc.dice(out > 0, ref) > 0.97
+    assert abs(int((out > 0).sum()) - int(ref.sum())) < 0.03 * ref.sum()
+
+
 def test_resample_segmentation_on_other_grid_is_an_error(tmp_path):
     p = make_subject(tmp_path)
     seg = nib.load(p["seg"])

@@ -50,7 +50,16 @@ def resample_to(img: nib.Nifti1Image, shape, affine: np.ndarray, *, order: int,
             src = ndimage.gaussian_filter(src, sigma)
     out = ndimage.affine_transform(src, vox[:3, :3], vox[:3, 3], output_shape=tuple(shape),
                                    order=order, mode="constant", cval=0.0, prefilter=order > 1)
-    return np.clip(out, float(data.min()), float(data.max())).astype(np.float32)
+    out = np.clip(out, float(data.min()), float(data.max())).astype(np.float32)
+    zero = data == 0
+    if zero.mean() > 0.01:
+        # exact-zero background (already skull-stripped data, e.g. BraTS) stays exactly zero: the
+        # smoothing and the spline's ringing would otherwise spread small values into it, and the
+        # brain mask of such data is its non-zero region
+        support = ndimage.affine_transform((~zero).astype(np.float32), vox[:3, :3], vox[:3, 3],
+                                           output_shape=tuple(shape), order=1, mode="constant", cval=0.0)
+        out[support < 0.5] = 0
+    return out
 
 
 def resample_subject(t2: nib.Nifti1Image, seg: nib.Nifti1Image | None, spacing_mm: float, *,
