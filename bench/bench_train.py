@@ -100,8 +100,8 @@ def train_speed(settings: dict, batch: int, steps: int, device: str, precision: 
     res = train(imgs, imgs[:1, :1], settings, cfg, seed=0, device=device, progress=False)
     elapsed = time.perf_counter() - t0
     # each log row's images/s covers the steps since the previous row (validation excluded): skip warm-up
-    timed = res.log[1:]
-    per_image = sum((r["step"] - p["step"]) * batch / r["images_per_s"] for p, r in zip(res.log, timed, strict=False))
+    rows = [r for r in res.log if r["images_per_s"]]  # validation rows carry the speed since the previous one
+    per_image = sum((r["step"] - p["step"]) * batch / r["images_per_s"] for p, r in zip(rows, rows[1:], strict=False))
     return steps * batch / per_image, n_vol / elapsed
 
 

@@ -39,6 +39,7 @@ TRAIN_DEFAULTS = {"batch_size": 32, "lr": 1e-4, "epochs": 1600, "val_every_steps
 # settings that do not change what a run computes: a checkpoint stays valid when only these change
 # (epochs included, so a finished or interrupted run can be extended)
 RESUME_EXEMPT = ("epochs", "checkpoint_every_steps", "compile", "gpus", "threads", "mem_mb", "runtime_min")
+# one row per step; val_loss and images_per_s (since the previous validation) on validation steps only
 LOG_COLUMNS = ["step", "train_loss", "val_loss", "images_per_s"]
 VAL_SEED_OFFSET = 1_000_003
 
@@ -279,15 +280,19 @@ def train(train_images: np.ndarray, val_images: np.ndarray, settings: dict, trai
                             f"train.precision: fp32, then delete the checkpoint to restart")
                     acc_loss += float(losses.sum())
                     acc_n += len(losses)
+                    # one row per step (its batch loss); validation rows also carry val loss and speed
+                    first = step - len(losses) + 1
+                    rows.extend({"step": first + i, "train_loss": float(v), "val_loss": None, "images_per_s": None}
+                                for i, v in enumerate(losses))
                 if due_val:
                     elapsed = time.perf_counter() - t_window
                     val = validation_loss(network, objective, val_data, seed, bs, dev, precision)
-                    row = {"step": step, "train_loss": acc_loss / max(acc_n, 1), "val_loss": val,
-                           "images_per_s": n_window / elapsed if elapsed > 0 else float("nan")}
-                    rows.append(row)
-                    bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val:.4f}")
-                    log.info("step %d: train loss %.5f, val loss %.5f, %.1f images/s", step, row["train_loss"],
-                             val, row["images_per_s"])
+                    speed = n_window / elapsed if elapsed > 0 else None
+                    rows[-1].update(val_loss=val, images_per_s=speed)
+                    mean_train = acc_loss / max(acc_n, 1)
+                    bar.set_postfix(train=f"{mean_train:.4f}", val=f"{val:.4f}")
+                    log.info("step %d: train loss %.5f (mean since last validation), val loss %.5f, %.1f images/s",
+                             step, mean_train, val, speed or float("nan"))
                     if val < best_val:
                         best_val, best_step = val, step
                         best_state = {k: v.detach().to("cpu", torch.float32, copy=True)
