@@ -146,6 +146,7 @@ def qc_figure(files: dict, atlas: dict, spacing_mm: float, path, title: str) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
 
     final = load_nifti(files["final_t2"])
     data = np.asarray(final.dataobj, dtype=np.float32)
@@ -165,7 +166,7 @@ def qc_figure(files: dict, atlas: dict, spacing_mm: float, path, title: str) -> 
     for ax, (name, cut) in zip(axes, views, strict=True):
         ax.imshow(cut(data).T, cmap="gray", origin="lower", vmin=0, vmax=vmax)
         e = np.ma.masked_where(~cut(edges).T, cut(edges).T)
-        ax.imshow(e, cmap="cool", origin="lower", alpha=0.5, vmin=0, vmax=1)
+        ax.imshow(e, cmap=ListedColormap(["cyan"]), origin="lower", alpha=0.6, interpolation="nearest")
         ax.contour(cut(mask).T.astype(float), levels=[0.5], colors="red", linewidths=0.8)
         if cut(seg).any():
             ax.contour(cut(seg).T.astype(float), levels=[0.5], colors="yellow", linewidths=0.8)
