@@ -5,9 +5,9 @@ EVAL_DATASETS = sorted({ds for ds, _ in eval_datasets()})
 
 
 def eval_mem_mb(wildcards, input):
-    # float16 map + image + mask + seg memory-mapped or read (about the file sizes), float32 copies of
-    # one data set's voxels in the threshold search
-    return 1000 + int(3 * input.size_mb)
+    # per voxel: the slices file holds 4 bytes (memory-mapped), the inference file's float16 maps are read
+    # (4 bytes) and the threshold search copies the maps to float32 (4 bytes): about 1.5 x the inputs
+    return 1000 + int(1.5 * input.size_mb)
 
 
 rule threshold:
