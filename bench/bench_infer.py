@@ -2,8 +2,9 @@
 post-processing and metrics, and the split of time between network, post-processing and metrics.
 
     .venv/bin/python bench/bench_infer.py                          # demo grid 48x48x25, demo UNet, CPU
-    .venv/bin/python bench/bench_infer.py --grid paper             # 96x96x50 with the demo UNet
+    .venv/bin/python bench/bench_infer.py --grid paper --batch-sizes 1,4,25   # 96x96x50, demo UNet
     .venv/bin/python bench/bench_infer.py --grid paper --unet paper --device cuda --precision bf16
+    .venv/bin/python bench/bench_infer.py --grid paper --batch-sizes ''       # post-processing + metrics only
 
 Random weights and synthetic volumes: the speed of a forward pass does not depend on trained weights.
 Prints one line per setting: the numbers, not a verdict.
