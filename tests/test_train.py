@@ -203,6 +203,8 @@ def test_train_rule_runs_and_reruns_on_a_setting_change(brains, tmp_path):
         assert log.val_loss.notna().all()  # validated every step here
         assert json.loads((out / "run.json").read_text())["seed"] == 3141
         assert (tmp_path / "results" / "logs" / "train" / m / "fold0.log").exists()
+        # the resumable state sits outside the declared outputs, where Snakemake's cleanup does not reach
+        assert (tmp_path / "results" / "checkpoints" / m / "fold0" / "checkpoint.pt").exists()
     # a result-changing setting reruns training; a speed-only one does not
     write_config(tmp_path, {"train": {**fast, "threads": 2, "checkpoint_every_steps": 7}})
     assert planned_jobs(tmp_path, "--allowed-rules", "train", "--cores", "2", *targets) == {}
