@@ -60,6 +60,7 @@ def bench_subject(root: Path, ds_sub: str, spacing: float, backends, n4_impls, o
         t0 = _now()
         try:
             stages.skullstrip_files(f["res_t2"], backend, f["ss_t2"], f["ss_mask"], device="cpu",
+                                    native_path=raw / f"{sub}_t2.nii.gz" if args.native else None,
                                     hdbet_mode=args.hdbet_mode, tta=False)
         except Exception as exc:  # a backend that cannot run here is reported, not fatal
             rows.append({**base, "stage": f"skullstrip:{backend}", "error": str(exc)[:120]})
@@ -100,7 +101,8 @@ def bench_subject(root: Path, ds_sub: str, spacing: float, backends, n4_impls, o
                                  res.affine), bpath)
         tbias = register.map_to_atlas(bpath, f["reg_t2"], tfs, interpolator="linear")[sl]
     mask = nib.load(f["crop_mask"]).get_fdata() > 0
-    wm = ndimage.binary_erosion(wm & mask)
+    lesion = ndimage.binary_dilation(nib.load(f["crop_seg"]).get_fdata() > 0, iterations=2)
+    wm = ndimage.binary_erosion(wm & mask) & ~lesion  # lesions are not bias
     data = crop_img.get_fdata(dtype=np.float32)
     cov0 = n4.wm_cov(data, wm)
     for impl in n4_impls:
@@ -125,6 +127,7 @@ def main():
     ap.add_argument("--backends", nargs="+", default=["hdbet_v1", "deepbet"])
     ap.add_argument("--chain-backend", default="hdbet_v1", help="backend whose mask feeds registration")
     ap.add_argument("--hdbet-mode", default="fast")
+    ap.add_argument("--native", type=int, default=0, help="1: networks see the raw scan, not the working grid")
     ap.add_argument("--n4", nargs="+", default=["sitk", "ants"])
     ap.add_argument("--levels", type=int, default=4)
     ap.add_argument("--iterations", type=int, default=200)

@@ -100,7 +100,9 @@ def subject_metrics(files: dict, atlas: dict, spacing_mm: float, truth: dict | N
         if "matrix" in truth and not files.get("warp"):
             row["transform_error_mm"] = transform_error_mm(files["affine"], np.loadtxt(truth["matrix"]),
                                                            atlas["mask"])
+        # lesions (bright tumours, MS plaques) sit in white matter: they are not bias, leave them out
         wm = truth_to_registered(truth["wm"], resampled, files["registered_t2"], tfs)[sl] & fmask
+        wm &= ~ndimage.binary_dilation(fseg, iterations=2)
         cropped = np.asarray(load_nifti(files["cropped_t2"]).dataobj, dtype=np.float32)
         # erode: voxels at the WM border mix with grey matter after two resamplings
         wm_core = ndimage.binary_erosion(wm) if ndimage.binary_erosion(wm).sum() > 50 else wm

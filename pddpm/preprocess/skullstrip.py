@@ -85,7 +85,7 @@ def mask_hdbet_v1(img: nib.Nifti1Image, *, device: str = "cpu", mode: str = "fas
 
 
 def mask_deepbet(img: nib.Nifti1Image, *, device: str = "cpu", threshold: float = 0.5) -> np.ndarray:
-    """deepbet (Fisch et al. 2024), weights in the pip wheel; run on a 1 mm grid."""
+    """deepbet (Fisch et al. 2024), weights in the pip wheel; run on a 1 mm grid, mask on `img`'s grid."""
     try:
         from deepbet import BrainExtraction
     except ImportError as exc:
@@ -173,18 +173,27 @@ def mask_hdbet_v2(path: str | os.PathLike, *, weights_dir=None, device: str = "c
 
 
 def brain_mask(path: str | os.PathLike, img: nib.Nifti1Image, backend: str, *, device: str = "cpu",
-               hdbet_mode: str = "fast", tta: bool = False, weights_dir=None) -> tuple[np.ndarray, float]:
+               hdbet_mode: str = "fast", tta: bool = False, weights_dir=None,
+               native: nib.Nifti1Image | None = None, native_path=None) -> tuple[np.ndarray, float]:
     """Brain mask of `img` (read from `path`) with `backend`; returns (mask, seconds). Checked: not empty,
-    not the whole volume; the largest connected component, holes filled."""
+    not the whole volume; the largest connected component, holes filled.
+
+    `native`: the same scan at its acquired resolution (the raw file). The networks then see it instead
+    of the coarser working grid (trained on ~1 mm data) and their mask is brought onto `img`'s grid."""
     t0 = time.perf_counter()
+    src, src_path = (native, native_path) if native is not None else (img, path)
+
+    def to_img(m):
+        return m if src is img else _to_grid(nib.Nifti1Image(m.astype(np.uint8), src.affine), img)
+
     if backend == "none":
         mask = mask_nonzero(np.asarray(img.dataobj))
     elif backend == "hdbet_v1":
-        mask = mask_hdbet_v1(img, device=device, mode=hdbet_mode, tta=tta)
+        mask = to_img(mask_hdbet_v1(src, device=device, mode=hdbet_mode, tta=tta))
     elif backend == "deepbet":
-        mask = mask_deepbet(img, device=device)
+        mask = to_img(mask_deepbet(src, device=device))
     elif backend == "hdbet":
-        mask = mask_hdbet_v2(path, weights_dir=weights_dir, device=device, tta=tta)
+        mask = to_img(mask_hdbet_v2(src_path, weights_dir=weights_dir, device=device, tta=tta))
     else:
         raise PddpmInputError(f"preprocess.skullstrip.backend: unknown backend {backend!r}; one of {BACKENDS}")
     mask = check_mask(mask, f"{path} (skull strip backend {backend})")

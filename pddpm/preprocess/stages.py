@@ -24,9 +24,11 @@ def resample_files(t2_path, seg_path, spacing_mm: float, out_t2, out_seg) -> dic
     return {"in_shape": t2.shape, "in_zooms": t2.header.get_zooms()[:3], "out_shape": t2_out.shape}
 
 
-def skullstrip_files(t2_path, backend: str, out_t2, out_mask, **kw) -> dict:
+def skullstrip_files(t2_path, backend: str, out_t2, out_mask, native_path=None, **kw) -> dict:
+    """`native_path`: the raw scan, which the networks see at its own resolution (see brain_mask)."""
     img = load_nifti(t2_path)
-    mask, seconds = brain_mask(t2_path, img, backend, **kw)
+    native = load_nifti(native_path) if native_path and backend != "none" else None
+    mask, seconds = brain_mask(t2_path, img, backend, native=native, native_path=native_path, **kw)
     data = np.asarray(img.dataobj, dtype=np.float32)
     save_nifti(mask.astype(np.uint8), img.affine, out_mask)
     save_nifti(np.where(mask, data, 0).astype(np.float32), img.affine, out_t2)
