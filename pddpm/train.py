@@ -215,6 +215,10 @@ def train(train_images: np.ndarray, val_images: np.ndarray, settings: dict, trai
     step, best_val, best_step, best_state, rows = 0, math.inf, -1, None, []
     acc_loss, acc_n, resumed_from = 0.0, 0, None
     state = load_checkpoint(ckpt_path, fingerprint) if ckpt_path else None
+    if state is not None and state["step"] > total_steps:
+        log.warning("checkpoint %s is at step %d, beyond the %d steps now asked for; training starts afresh",
+                    ckpt_path, state["step"], total_steps)
+        state = None
     if state is not None:
         network.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])

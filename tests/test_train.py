@@ -110,6 +110,10 @@ def test_other_settings_do_not_resume_a_foreign_checkpoint(brains, tmp_path):
     res = train(tr, va, SETTINGS, {**FAST, "lr": 3e-4}, seed=3, device="cpu", checkpoint_dir=tmp_path,
                 progress=False)
     assert res.info["resumed_from_step"] is None
+    # fewer epochs than the checkpoint has done: not resumable either (1 epoch = 2 steps < 6)
+    res = train(tr, va, SETTINGS, {**FAST, "lr": 3e-4, "epochs": 1}, seed=3, device="cpu",
+                checkpoint_dir=tmp_path, progress=False)
+    assert res.info["resumed_from_step"] is None and res.info["steps"] == 2
 
 
 def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes(brains, tmp_path):
