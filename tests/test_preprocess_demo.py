@@ -19,7 +19,9 @@ SUBJECTS = {"demo_ixi": ["demo_ixi_000", "demo_ixi_001"], "demo_brats": ["demo_b
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pp_demo")
-    write_config(workdir, {"datasets": {"demo_ixi": {"n_subjects": 2}, "demo_brats": {"n_subjects": 2}}})
+    # the schema's default backend (hdbet_v1), whatever the tiny config uses for speed
+    write_config(workdir, {"datasets": {"demo_ixi": {"n_subjects": 2}, "demo_brats": {"n_subjects": 2}},
+                           "preprocess": {"skullstrip": {"backend": "hdbet_v1"}}})
     targets = [f"results/qc/{ds}/summary.tsv" for ds in SUBJECTS]
     snakemake(workdir, *targets)
     return workdir
@@ -71,10 +73,11 @@ def test_changing_a_setting_reruns_only_the_stages_after_it(run):
     try:
         assert planned_jobs(run, *targets) == {}
         over = {"datasets": {"demo_ixi": {"n_subjects": 2}, "demo_brats": {"n_subjects": 2}}}
-        write_config(run, {**over, "preprocess": {"n4": {"levels": 3}}})
+        pp = {"skullstrip": {"backend": "hdbet_v1"}}
+        write_config(run, {**over, "preprocess": {**pp, "n4": {"levels": 3}}})
         jobs = planned_jobs(run, *targets)
         assert set(jobs) == {"n4", "qc_subject", "qc_dataset"} and jobs["n4"] == 4, jobs
-        write_config(run, {**over, "preprocess": {"register": {"transform": "Rigid"}}})
+        write_config(run, {**over, "preprocess": {**pp, "register": {"transform": "Rigid"}}})
         jobs = planned_jobs(run, *targets)
         assert set(jobs) == {"register", "crop", "n4", "qc_subject", "qc_dataset"}, jobs
     finally:
