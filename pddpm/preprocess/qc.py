@@ -159,7 +159,7 @@ def qc_figure(files: dict, atlas: dict, spacing_mm: float, path, title: str) -> 
     sl = crop_offset(reg_t2, final)
     ab = atlas_brain[sl]
     edges = ndimage.gaussian_gradient_magnitude(ab, 1.0)
-    edges = edges > np.percentile(edges[atlas_mask[sl]], 85) if atlas_mask[sl].any() else edges > 0
+    edges = edges > np.percentile(edges[atlas_mask[sl]], 92) if atlas_mask[sl].any() else edges > 0
     c = np.rint(ndimage.center_of_mass(mask)).astype(int)
     vmax = np.percentile(data[mask], 99.5)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
@@ -169,9 +169,9 @@ def qc_figure(files: dict, atlas: dict, spacing_mm: float, path, title: str) -> 
         ax.imshow(cut(data).T, cmap="gray", origin="lower", vmin=0, vmax=vmax)
         e = np.ma.masked_where(~cut(edges).T, cut(edges).T)
         ax.imshow(e, cmap=ListedColormap(["cyan"]), origin="lower", alpha=0.6, interpolation="nearest")
-        ax.contour(cut(mask).T.astype(float), levels=[0.5], colors="red", linewidths=0.8)
+        ax.contour(cut(mask).T.astype(float), levels=[0.5], colors="red", linewidths=1.2)
         if cut(seg).any():
-            ax.contour(cut(seg).T.astype(float), levels=[0.5], colors="yellow", linewidths=0.8)
+            ax.contour(cut(seg).T.astype(float), levels=[0.5], colors="yellow", linewidths=1.2)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
