@@ -161,7 +161,8 @@ rule n4:
         iterations=PPCFG["n4"]["iterations"],
         tolerance=PPCFG["n4"]["tolerance"],
         mask_sigma_mm=PPCFG["n4"]["mask_sigma_mm"],
-        shrink_factor=PPCFG["n4"]["shrink_factor"],
+        # the bias is fitted on a grid of about fit_spacing_mm, whatever the working spacing
+        shrink_factor=max(1, round(PPCFG["n4"]["fit_spacing_mm"] / PPCFG["spacing_mm"])),
     log:
         log("n4", "{ds}", "{sub}"),
     benchmark:

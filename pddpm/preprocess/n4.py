@@ -16,7 +16,7 @@ IMPLEMENTATIONS = ("sitk", "ants")
 
 def n4_correct(img: nib.Nifti1Image, mask: np.ndarray, *, implementation: str = "sitk", levels: int = 4,
                iterations: int = 200, tolerance: float = 0.0005, mask_sigma_mm: float = 1.0,
-               shrink_factor: int = 2, threads: int = 1, name: str = "image") -> tuple[np.ndarray, np.ndarray]:
+               shrink_factor: int = 4, threads: int = 1, name: str = "image") -> tuple[np.ndarray, np.ndarray]:
     """Return (corrected image, estimated bias field) as float32 arrays on `img`'s grid, zero outside the mask.
 
     The bias is fitted on brain voxels only, weighted by the brain mask smoothed with `mask_sigma_mm`
