@@ -338,3 +338,31 @@ def test_crop_bbox_slices():
     m[3:5, 2:8, 6] = True
     assert crop.bbox_slices(m) == (slice(3, 5), slice(2, 8), slice(6, 7))
     assert crop.bbox_slices(m, 2) == (slice(1, 7), slice(0, 10), slice(4, 9))
+
+
+def test_syn_saves_affine_and_warp_and_qc_follows_them(chain, atlas, tmp_path):
+    f, raw = chain["f"], chain["raw"]
+    out = {k: tmp_path / f"syn_{k}.nii.gz" for k in ("t2", "mask", "seg", "warp")}
+    out["affine"] = tmp_path / "syn_affine.mat"
+    info = register.register_subject(f["ss_t2"], f["ss_mask"], f["res_seg"], atlas["image"], atlas["mask"],
+                                     SPACING, "SyN", out)
+    assert info["mask_dice_atlas"] >= 0.95
+    assert out["warp"].stat().st_size > 0 and out["affine"].stat().st_size > 0
+    assert set(np.unique(nib.load(out["seg"]).get_fdata())) <= {0, 2}
+    # QC maps truth through warp + affine (no transform error: it is defined for affine transforms only)
+    files = {**_qc_files(f), "registered_t2": out["t2"], "registered_mask": out["mask"],
+             "affine": out["affine"], "warp": out["warp"]}
+    tfs = register.transform_list(out["affine"], out["warp"])
+    assert tfs == [str(out["warp"]), str(out["affine"])]
+    wm = qc.truth_to_registered(raw["truth_wm"], nib.load(f["res_t2"]), out["t2"], tfs)
+    assert (wm & ~(nib.load(out["mask"]).get_fdata() > 0)).sum() < 0.05 * wm.sum()
+    truth = {"mask": raw["truth_mask"], "wm": raw["truth_wm"], "matrix": raw["matrix"]}
+    row = qc.subject_metrics(files, atlas, SPACING, truth)
+    assert "transform_error_mm" not in row and row["register_dice"] >= 0.95
+
+
+def test_unknown_transform_is_an_error(chain, atlas, tmp_path):
+    f = chain["f"]
+    with pytest.raises(ValueError, match="preprocess.register.transform"):
+        register.register_subject(f["ss_t2"], f["ss_mask"], f["res_seg"], atlas["image"], atlas["mask"],
+                                  SPACING, "BSpline", {})
