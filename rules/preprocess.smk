@@ -79,8 +79,8 @@ rule skullstrip:
         backend=lambda wc: skullstrip_backend(wc.ds),
         hdbet_mode=PPCFG["skullstrip"]["hdbet_mode"],
         tta=PPCFG["skullstrip"]["tta"],
-        weights_dir=PPCFG["skullstrip"]["weights_dir"],
-        device=config["device"],
+        # device and weights_dir do not change the result: read from the config by the script, so that
+        # changing them reruns nothing
     log:
         log("skullstrip", "{ds}", "{sub}"),
     benchmark:

@@ -4,13 +4,15 @@ from pddpm.preprocess.stages import skullstrip_files
 from pddpm.runlog import logged
 
 with logged(snakemake.log[0]) as log:
-    import torch
-
-    torch.set_num_threads(snakemake.threads)
     p = snakemake.params
-    device = p.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = snakemake.config["device"]
+    if p.backend != "none":  # torch only for the networks: 'none' (BraTS) stays light
+        import torch
+
+        torch.set_num_threads(snakemake.threads)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
     info = skullstrip_files(snakemake.input.t2, p.backend, snakemake.output.t2, snakemake.output.mask,
-                            device=device, hdbet_mode=p.hdbet_mode, tta=p.tta, weights_dir=p.weights_dir)
+                            device=device, hdbet_mode=p.hdbet_mode, tta=p.tta,
+                            weights_dir=snakemake.config["preprocess"]["skullstrip"]["weights_dir"])
     log.info("%s: backend %s, %s", snakemake.input.t2, p.backend, info)
