@@ -25,7 +25,7 @@ KNOWN_RESOURCES = SNAKEMAKE_RESOURCES | SLURM_RESOURCES
 
 def _hint(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return f"; did you mean '{close[0]}'?" if close else "."
 
 
 def check_resource_names(default_resources: Mapping | None, set_resources: Mapping[str, Mapping] | None,
