@@ -67,8 +67,8 @@ def test_training_killed_at_time_limit_resumes_from_checkpoint(tiny_run, tmp_pat
     target = f"results/models/{model}/fold0/model.pt"
     ckpt = run / "results" / "checkpoints" / model / "fold0" / "checkpoint.pt"
     train_log = run / "results" / "logs" / "train" / model / "fold0.log"
-    # Long enough to be killed mid-way: many epochs, a checkpoint every step.
-    write_config(run, {"train": {"epochs": 400, "checkpoint_every_steps": 1}})
+    # Long enough to be killed mid-way (one step per epoch on the tiny set), a checkpoint every step.
+    write_config(run, {"train": {"epochs": 150, "val_every_steps": 25, "checkpoint_every_steps": 1}})
     if ckpt.exists():
         ckpt.unlink()  # a checkpoint of the finished run belongs to other settings anyway
 
