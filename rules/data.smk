@@ -1,49 +1,42 @@
 # Raw data in: downloads with hashes, local folders, the authors' preprocessed layout (issue 8).
 # Every source ends as data/raw/{ds}/{sub}_t2.nii.gz (+ _seg) and data/raw/{ds}/subjects.tsv, like the
 # demo; the preprocessed layout is read in place and enters at slicing (preprocessed_layout_files).
-import functools
-import os
-import re
-
-from pddpm.data import brats as data_brats
-from pddpm.data import download as data_download
-from pddpm.data import local as data_local
-from pddpm.data import preprocessed_layout as data_prep
-from pddpm.data.raw import read_subjects_tsv, subjects_table
-from pddpm.errors import PddpmInputError
 
 
-def _datasets_of(source):
-    return [ds for ds in DATASETS if ds_cfg(ds)["source"] == source]
-
-
-def _one_of(names):
-    """Wildcard regex matching exactly `names` (nothing at all when empty), so these rules never
-    compete with the demo's rules for the same files."""
-    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+include: "helpers/data.smk"
 
 
 DOWNLOAD_DS = _datasets_of("download")
+
+
 LOCAL_DS = _datasets_of("local")
+
+
 DOWNLOADS = config.get("downloads", {})
+
+
 DL_DIR = "data/downloads"
 # a download data set's files come from the source named like its kind
+
+
 DOWNLOAD_SOURCES = sorted({ds_cfg(ds)["kind"] for ds in DOWNLOAD_DS})
+
+
 for _ds in DOWNLOAD_DS:
     if ds_cfg(_ds)["kind"] == "brats":
         raise WorkflowError(f"datasets.{_ds}: BraTS 2021 cannot be downloaded (registration required); "
                             f"use source: local.\n{data_brats.HOW_TO}")
+
+
 if config["atlas"]["source"] == "sri24":
     DOWNLOAD_SOURCES.append("sri24")
-
-
-def _source_files(source):
-    return data_download.source_files(source, DOWNLOADS)
 
 
 # fail before any job runs when a needed file has no known URL and is not on disk either
 _NO_URL = [k for s in DOWNLOAD_SOURCES for k in data_download.missing_urls(s, DOWNLOADS)
            if not os.path.exists(f"{DL_DIR}/{k}")]
+
+
 if _NO_URL:
     raise WorkflowError(
         f"no download URL known for {len(_NO_URL)} file(s): {', '.join(_NO_URL[:5])}"
@@ -51,51 +44,6 @@ if _NO_URL:
         f'downloads: {{urls: {{"{_NO_URL[0]}": "https://..."}}}}, or put the files at {DL_DIR}/<source>/<file>, '
         f"or use source: local for the data set (atlas: a copy of the archive at {DL_DIR}/sri24/)"
     )
-
-
-@functools.cache
-def _local_subjects(ds):
-    """Subjects of a local folder, listed once per DAG build (errors name the folder and the pattern)."""
-    cfg = ds_cfg(ds)
-    try:
-        return {s.subject: s for s in data_local.scan(cfg["path"], cfg["kind"], cfg["role"])}
-    except PddpmInputError as exc:
-        raise WorkflowError(f"datasets.{ds} (source local, kind {cfg['kind']}): {exc}") from None
-
-
-@functools.cache
-def _prep_files(ds):
-    cfg = ds_cfg(ds)
-    try:
-        return data_prep.files(cfg["path"], cfg["kind"])
-    except PddpmInputError as exc:
-        raise WorkflowError(f"datasets.{ds} (source preprocessed, kind {cfg['kind']}): {exc}") from None
-
-
-def data_subjects(ds):
-    """Subject ids of a non-demo data set. For `download` they are known only after the download:
-    call this inside input functions (it raises Snakemake's IncompleteCheckpointException until then)."""
-    source = ds_cfg(ds)["source"]
-    if source == "local":
-        return list(_local_subjects(ds))
-    if source == "preprocessed":
-        return list(_prep_files(ds))
-    if source == "download":
-        return read_subjects_tsv(checkpoints.download_raw.get(ds=ds).output[0])
-    raise WorkflowError(f"datasets.{ds}: unknown source '{source}'")
-
-
-def preprocessed_layout_files(ds, sub):
-    """{'t2', 'mask'[, 'seg' for anomalous sets]} -> path in the authors' package, read in place."""
-    files = _prep_files(ds)
-    if sub not in files:
-        raise WorkflowError(f"datasets.{ds}: no subject '{sub}' in {ds_cfg(ds)['path']}")
-    return {k: str(p) for k, p in files[sub].items()}
-
-
-def preprocessed_layout_sheets(ds):
-    """The authors' split sheets of `ds` ({split: DataFrame}, paths absolute and rewritten to t2)."""
-    return data_prep.split_sheets(ds_cfg(ds)["path"], ds_cfg(ds)["kind"])
 
 
 rule download_file:

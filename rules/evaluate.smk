@@ -1,13 +1,14 @@
 # Stage: evaluate (issue 6). A threshold per anomalous data set from its validation split, then
 # per-volume metrics of every test split (anomalous: Dice, AUPRC, AUROC, best Dice; healthy: error).
+
+
+include: "helpers/evaluate.smk"
+
+
 ANOMALOUS = [ds for ds in DATASETS if is_anomalous(ds)]
+
+
 EVAL_DATASETS = sorted({ds for ds, _ in eval_datasets()})
-
-
-def eval_mem_mb(wildcards, input):
-    # per voxel: the slices file holds 4 bytes (memory-mapped), the inference file's float16 maps are read
-    # (4 bytes) and the threshold search copies the maps to float32 (4 bytes): about 1.5 x the inputs
-    return 1000 + int(1.5 * input.size_mb)
 
 
 rule threshold:
@@ -31,19 +32,6 @@ rule threshold:
         "../envs/eval.yaml"
     script:
         "../workflow_scripts/threshold.py"
-
-
-def anomalous_param(wildcards, key):
-    return config["evaluate"][key] if is_anomalous(wildcards.ds) else None
-
-
-def metrics_inputs(wildcards):
-    pre = f"{RES}/eval/{wildcards.model}/fold{wildcards.fold}/{wildcards.ds}"
-    inputs = {"infer": f"{RES}/infer/{wildcards.model}/fold{wildcards.fold}/{wildcards.ds}_test.npz",
-              "slices": f"{RES}/slices/{wildcards.ds}_test.npz"}
-    if is_anomalous(wildcards.ds):
-        inputs["threshold"] = f"{pre}_threshold.json"
-    return inputs
 
 
 rule metrics:

@@ -1,23 +1,11 @@
 # Stage: infer (issue 6). Reconstructions and post-processed anomaly maps of every evaluated split, per
 # model and fold; `thresh` (the intensity baseline) needs no network.
+
+
+include: "helpers/infer.smk"
+
+
 EVAL_SPLITS = sorted({s for _, s in eval_datasets()})
-
-
-def infer_inputs(wildcards):
-    inputs = {"slices": f"{RES}/slices/{wildcards.ds}_{wildcards.split}.npz"}
-    if wildcards.model != "thresh":
-        inputs["model"] = f"{RES}/models/{wildcards.model}/fold{wildcards.fold}/model.pt"
-    return inputs
-
-
-def network_param(wildcards, key):
-    return None if wildcards.model == "thresh" else config["infer"][key]
-
-
-def infer_mem_mb(wildcards, input):
-    # per voxel: image + mask (memory-mapped), float32 reconstruction, float16 map and its float16 copies
-    # while saving; input.size_mb counts image, mask and seg (4 bytes per voxel) plus the model file
-    return 2000 + int(3 * input.size_mb)
 
 
 rule infer:

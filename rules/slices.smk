@@ -1,37 +1,8 @@
 # Stage: splits and slices (issue 4). Split sheets per data set in the original CSV layout, checked for
 # duplicates, leakage and missing files; then one array file per (data set, split) on the model grid.
-from pddpm.data.preprocessed_layout import SHEET_PREFIX as AUTHORS_SHEET_PREFIX
-from pddpm.data.preprocessed_layout import data_root as authors_data_root
-from pddpm.splits import SPLIT_PATTERN
 
 
-def subject_files(ds):
-    """subject -> {'t2', 'mask', 'seg'} preprocessed paths; a layout without a segmentation leaves it out."""
-    return {sub: {k: v for k, v in preprocessed(ds, sub).items() if v} for sub in subjects(ds)}
-
-
-def subject_inputs(wildcards):
-    return sorted({p for files in subject_files(wildcards.ds).values() for p in files.values()})
-
-
-def authors_sheets(ds):
-    """The authors' published sheets (`{Data}/splits/{IXI,Brats21,MSLUB}_{split}.csv`) for a data set
-    given in their layout (the job reads them with rules/data.smk's reader); None for data we split."""
-    cfg = ds_cfg(ds)
-    if cfg["source"] != "preprocessed":
-        return None
-    root = authors_data_root(cfg["path"])
-    prefix = AUTHORS_SHEET_PREFIX[cfg["kind"]]
-    return {s: str(root / "splits" / f"{prefix}_{s}.csv") for s in split_names(ds)}
-
-
-def splits_input(wildcards):
-    sheets = authors_sheets(wildcards.ds) or {}
-    return {"preprocessed": subject_inputs(wildcards), "authors": list(sheets.values())}
-
-
-def anomalous_val_fraction(ds):
-    return ds_cfg(ds).get("val_fraction") or config["splits"]["anomalous_val_fraction"]
+include: "helpers/slices.smk"
 
 
 # Seconds of work each: on a cluster, queueing them would cost more than running them on the head node.
@@ -90,15 +61,6 @@ use rule splits as split_defects with:
         log("splits", "{ds}_defects"),
 
 
-def slices_mem_mb(wildcards):
-    # the split arrays (float16 image + uint8 mask and seg per voxel) for every subject of the data set
-    # (a superset of the split), plus one subject at preprocessing resolution
-    grid = 1
-    for f in config["slices"]["fov_mm"]:
-        grid *= max(1, round(f / config["slices"]["target_spacing_mm"]))
-    return 1500 + int(len(subjects(wildcards.ds)) * grid * 4 * 1.2 / 2**20)
-
-
 rule slices:
     input:
         sheet=f"{RES}/splits/{{ds}}_{{split}}.csv",
@@ -150,17 +112,6 @@ rule slices_preview:
         "../envs/preprocess.yaml"
     script:
         "../workflow_scripts/slices_preview.py"
-
-
-def slice_splits(ds):
-    """The splits used downstream: the training set's folds that run and its test set; anomalous val and
-    test (threshold and evaluation)."""
-    if is_anomalous(ds):
-        return ["val", "test"]
-    if ds != config["train_dataset"]:
-        return ["test"]
-    folds = [k for k in config["folds_to_run"] if k < config["splits"]["folds"]]
-    return [f"{s}_fold{k}" for k in folds for s in ("train", "val")] + ["test"]
 
 
 for _ds in DATASETS:

@@ -3,8 +3,7 @@
 # not delete it when a job fails or is killed at its time limit; rerunning the job resumes from it.
 
 
-def train_split(split):
-    return f"{RES}/slices/{config['train_dataset']}_{split}_fold{{fold}}.npz"
+include: "helpers/train.smk"
 
 
 rule train:

@@ -1,0 +1,20 @@
+# Functions of rules/evaluate.smk (kept apart from the rules, as snakemake's linter asks).
+
+
+def eval_mem_mb(wildcards, input):
+    # per voxel: the slices file holds 4 bytes (memory-mapped), the inference file's float16 maps are read
+    # (4 bytes) and the threshold search copies the maps to float32 (4 bytes): about 1.5 x the inputs
+    return 1000 + int(1.5 * input.size_mb)
+
+
+def anomalous_param(wildcards, key):
+    return config["evaluate"][key] if is_anomalous(wildcards.ds) else None
+
+
+def metrics_inputs(wildcards):
+    pre = f"{RES}/eval/{wildcards.model}/fold{wildcards.fold}/{wildcards.ds}"
+    inputs = {"infer": f"{RES}/infer/{wildcards.model}/fold{wildcards.fold}/{wildcards.ds}_test.npz",
+              "slices": f"{RES}/slices/{wildcards.ds}_test.npz"}
+    if is_anomalous(wildcards.ds):
+        inputs["threshold"] = f"{pre}_threshold.json"
+    return inputs
