@@ -91,7 +91,9 @@ def make_subject(path_dir, name="sub", *, lps=False, oblique=False, seg=True, bi
     rng = np.random.default_rng(0)
     if bias:
         p = pts.reshape(*shape, 3)
-        field = np.exp(0.25 * (p[..., 0] / 80) + 0.2 * (p[..., 2] / 70))
+        # +-12 %: strong enough for N4 to matter, too weak to swap grey and white matter (which would
+        # leave the smooth phantom's registration ambiguous)
+        field = np.exp(0.12 * (p[..., 0] / 80) + 0.1 * (p[..., 2] / 70))
         img = img * field
     img = img + rng.normal(0, 8, shape) * t["head"]
     path_dir.mkdir(parents=True, exist_ok=True)
@@ -302,7 +304,7 @@ def test_n4_lowers_white_matter_cov(chain, atlas, impl):
     img, mask = nib.load(files["cropped_t2"]), nib.load(f["crop_mask"])
     corrected, bias = n4.n4_correct(img, mask.get_fdata() > 0, implementation=impl, levels=2, iterations=50)
     before, after = n4.wm_cov(img.get_fdata(), wm), n4.wm_cov(corrected, wm)
-    assert after < 0.6 * before, (impl, before, after)
+    assert after < 0.7 * before, (impl, before, after)  # the noise floor is ~0.6 x before
     assert corrected[mask.get_fdata() == 0].max() == 0
 
 
