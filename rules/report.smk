@@ -43,9 +43,9 @@ rule table:
         reference=os.path.join(workflow.basedir, "pddpm/data/reference_table1.csv"),
     output:
         # the report shows HTML inline and offers the CSV as a download
-        html=report(f"{RES}/tables/table1.html", category="4. Results", subcategory="Table 1",
+        html=report(f"{RES}/tables/table1.html", category="5. Results", subcategory="Table 1",
                     caption="../report/table1.rst", labels={"table": "Table 1", "format": "html"}),
-        csv=report(f"{RES}/tables/table1.csv", category="4. Results", subcategory="Table 1",
+        csv=report(f"{RES}/tables/table1.csv", category="5. Results", subcategory="Table 1",
                    caption="../report/table1.rst", labels={"table": "Table 1", "format": "csv"}),
         md=f"{RES}/tables/table1.md",
         tex=f"{RES}/tables/table1.tex",
@@ -72,7 +72,7 @@ rule qualitative:
         thresholds=expand(f"{RES}/eval/{{model}}/fold{QUALITATIVE_FOLD}/{{{{ds}}}}_threshold.json",
                           model=REPORT_MODELS),
     output:
-        report(f"{RES}/figures/qualitative_{{ds}}.png", category="4. Results", subcategory="Qualitative",
+        report(f"{RES}/figures/qualitative_{{ds}}.png", category="5. Results", subcategory="Qualitative",
                caption="../report/qualitative.rst", labels={"figure": "qualitative", "data set": "{ds}"}),
     wildcard_constraints:
         ds="|".join(ANOMALOUS_DATASETS) or "^$",
@@ -100,7 +100,7 @@ rule pr_curves:
         infer=[f"{RES}/infer/{m}/fold{f}/{{ds}}_test.npz" for m in REPORT_MODELS for f in REPORT_FOLDS],
         thresholds=[f"{RES}/eval/{m}/fold{f}/{{ds}}_threshold.json" for m in REPORT_MODELS for f in REPORT_FOLDS],
     output:
-        report(f"{RES}/figures/pr_{{ds}}.png", category="4. Results", subcategory="Precision-recall",
+        report(f"{RES}/figures/pr_{{ds}}.png", category="5. Results", subcategory="Precision-recall",
                caption="../report/pr_curves.rst", labels={"figure": "precision-recall", "data set": "{ds}"}),
     wildcard_constraints:
         ds="|".join(ANOMALOUS_DATASETS) or "^$",
@@ -126,7 +126,7 @@ rule dice_distribution:
     input:
         per_volume_files(ANOMALOUS_DATASETS),
     output:
-        report(f"{RES}/figures/dice_distribution.png", category="4. Results", subcategory="Per-volume Dice",
+        report(f"{RES}/figures/dice_distribution.png", category="5. Results", subcategory="Per-volume Dice",
                caption="../report/dice_distribution.rst", labels={"figure": "per-volume Dice"}),
     params:
         models=REPORT_MODELS,
@@ -149,7 +149,7 @@ rule training_curves:
     input:
         logs=[f"{RES}/models/{m}/fold{f}/train_log.csv" for m in trained_models() for f in REPORT_FOLDS],
     output:
-        report(f"{RES}/figures/training_curves.png", category="3. Training", subcategory="Loss curves",
+        report(f"{RES}/figures/training_curves.png", category="4. Training", subcategory="Loss curves",
                caption="../report/training_curves.rst", labels={"figure": "training curves"}),
     params:
         models=trained_models(),

@@ -327,7 +327,7 @@ def test_report_rules_run_and_build_the_html_report(tmp_path):
 
     snakemake(tmp_path, "--report", "results/report.html", *allowed, *targets)
     page = (res / "report.html").read_text()
-    for needle in ("4. Results", "3. Training", "qualitative_demo_brats.png", "table1.html",
+    for needle in ("5. Results", "4. Training", "qualitative_demo_brats.png", "table1.html",
                    "This is the demo cohort", "Qualitative results on the test split"):
         assert needle in page, needle
 
