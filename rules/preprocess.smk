@@ -194,7 +194,7 @@ rule qc_subject:
         atlas_image=atlas_files()["image"],
         atlas_mask=atlas_files()["mask"],
     output:
-        png=report(f"{RES}/qc/{{ds}}/{{sub}}.png", category="Preprocessing QC",
+        png=report(f"{RES}/qc/{{ds}}/{{sub}}.png", category="2. Preprocessing QC",
                    subcategory="{ds}", caption="../report/qc_subject.rst",
                    labels={"data set": "{ds}", "subject": "{sub}"}),
         row=f"{RES}/qc/{{ds}}/rows/{{sub}}.tsv",
@@ -216,7 +216,7 @@ rule qc_dataset:
     input:
         rows=lambda wc: expand(f"{RES}/qc/{wc.ds}/rows/{{sub}}.tsv", sub=subjects(wc.ds)),
     output:
-        tsv=report(f"{RES}/qc/{{ds}}/summary.tsv", category="Preprocessing QC", subcategory="{ds}",
+        tsv=report(f"{RES}/qc/{{ds}}/summary.tsv", category="2. Preprocessing QC", subcategory="{ds}",
                    caption="../report/qc_dataset.rst", labels={"data set": "{ds}", "table": "summary"}),
     log:
         log("qc_dataset", "{ds}"),
