@@ -2,39 +2,30 @@
 # `snakemake --report results/report.html` gathers them with their captions (report/*.rst).
 # Each figure is its own job with only the settings it draws as params, so a change reruns just it.
 
+
+include: "helpers/report.smk"
+
+
 report: "../report/workflow.rst"
 
 
 REPORT_FOLDS = list(config["folds_to_run"])
+
+
 REPORT_MODELS = list(config["models"])
+
+
 ANOMALOUS_DATASETS = [ds for ds in DATASETS if is_anomalous(ds)]
+
+
 TABLE_DATASETS = ANOMALOUS_DATASETS + [config["train_dataset"]]
 # The qualitative grid shows one fold: the first one run.
+
+
 QUALITATIVE_FOLD = REPORT_FOLDS[0]
+
+
 EVALUATE_CFG = config.get("evaluate", {})
-
-
-def table_settings():
-    """What the table prints: the run, the models and folds, and each data set's role and origin."""
-    keep = ("kind", "role", "source", "n_subjects")
-    return {
-        "run_name": config["run_name"],
-        "models": REPORT_MODELS,
-        "folds_to_run": REPORT_FOLDS,
-        "train_dataset": config["train_dataset"],
-        "datasets": {ds: {k: ds_cfg(ds).get(k) for k in keep} for ds in TABLE_DATASETS},
-    }
-
-
-def figure_mem_mb(wildcards, input):
-    # the test split is memory-mapped and one inference file is read at a time, of which the anomaly map
-    # (and recon) is about half the file's raw size: twice the mean file size is ample, plus plotting
-    return 1500 + int(2 * input.size_mb / max(1, len(input.infer)))
-
-
-def per_volume_files(datasets):
-    return [f"{RES}/eval/{m}/fold{f}/{ds}_per_volume.csv"
-            for m in REPORT_MODELS for f in REPORT_FOLDS for ds in datasets]
 
 
 rule table:
@@ -51,7 +42,8 @@ rule table:
         tex=f"{RES}/tables/table1.tex",
     params:
         table=table_settings(),
-        eval_dir=f"{RES}/eval",
+        # results/eval, derived from the inputs (results/eval/{model}/fold{k}/{ds}_per_volume.csv)
+        eval_dir=lambda wc, input: eval_dir_of(input.per_volume),
         ddof=1,
     log:
         log("table", "table1"),
@@ -132,7 +124,7 @@ rule dice_distribution:
         models=REPORT_MODELS,
         folds=REPORT_FOLDS,
         datasets=ANOMALOUS_DATASETS,
-        eval_dir=f"{RES}/eval",
+        eval_dir=lambda wc, input: eval_dir_of(input),
     log:
         log("dice_distribution", "dice_distribution"),
     threads: 1
@@ -167,8 +159,14 @@ rule training_curves:
 
 
 TARGETS += [f"{RES}/tables/table1.{ext}" for ext in ("csv", "md", "tex", "html")]
+
+
 TARGETS += [f"{RES}/figures/{kind}_{ds}.png" for kind in ("qualitative", "pr") for ds in ANOMALOUS_DATASETS]
+
+
 if ANOMALOUS_DATASETS:
     TARGETS.append(f"{RES}/figures/dice_distribution.png")
+
+
 if trained_models():
     TARGETS.append(f"{RES}/figures/training_curves.png")

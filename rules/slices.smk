@@ -55,7 +55,7 @@ rule splits:
 use rule splits as split_defects with:
     output:
         report(f"{RES}/splits/{{ds}}_defects.tsv", caption="../report/splits_defects.rst",
-               category="2. Splits and slices", subcategory="{ds}",
+               category="3. Splits and slices", subcategory="{ds}",
                labels={"data set": "{ds}", "table": "split sheet defects"}),
     log:
         log("splits", "{ds}_defects"),
@@ -96,7 +96,7 @@ rule slices_preview:
         f"{RES}/slices/{{ds}}_{{split}}.npz",
     output:
         report(f"{RES}/slices/preview/{{ds}}_{{split}}.png", caption="../report/splits_slices_preview.rst",
-               category="2. Splits and slices", subcategory="{ds}",
+               category="3. Splits and slices", subcategory="{ds}",
                labels={"data set": "{ds}", "figure": "slices of {split}"}),
     wildcard_constraints:
         split=SPLIT_PATTERN,

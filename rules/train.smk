@@ -13,7 +13,7 @@ rule train:
     output:
         model=f"{RES}/models/{{model}}/fold{{fold}}/model.pt",
         log_csv=report(f"{RES}/models/{{model}}/fold{{fold}}/train_log.csv", caption="../report/train_log.rst",
-                       category="Training", subcategory="{model}", labels={"model": "{model}", "fold": "{fold}",
+                       category="4. Training", subcategory="{model}", labels={"model": "{model}", "fold": "{fold}",
                                                                             "file": "train_log.csv"}),
         run=f"{RES}/models/{{model}}/fold{{fold}}/run.json",
     # result-changing settings only; device, GPUs, threads and checkpoint interval change speed, not weights

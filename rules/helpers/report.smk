@@ -1,0 +1,30 @@
+# Functions of rules/report.smk (kept apart from the rules, as snakemake's linter asks).
+from pathlib import Path
+
+
+def table_settings():
+    """What the table prints: the run, the models and folds, and each data set's role and origin."""
+    keep = ("kind", "role", "source", "n_subjects")
+    return {
+        "run_name": config["run_name"],
+        "models": REPORT_MODELS,
+        "folds_to_run": REPORT_FOLDS,
+        "train_dataset": config["train_dataset"],
+        "datasets": {ds: {k: ds_cfg(ds).get(k) for k in keep} for ds in TABLE_DATASETS},
+    }
+
+
+def figure_mem_mb(wildcards, input):
+    # the test split is memory-mapped and one inference file is read at a time, of which the anomaly map
+    # (and recon) is about half the file's raw size: twice the mean file size is ample, plus plotting
+    return 1500 + int(2 * input.size_mb / max(1, len(input.infer)))
+
+
+def per_volume_files(datasets):
+    return [f"{RES}/eval/{m}/fold{f}/{ds}_per_volume.csv"
+            for m in REPORT_MODELS for f in REPORT_FOLDS for ds in datasets]
+
+
+def eval_dir_of(per_volume_csvs):
+    """The evaluation root of per-volume tables laid out as <root>/{model}/fold{k}/{ds}_per_volume.csv."""
+    return str(Path(list(per_volume_csvs)[0]).parents[2])
