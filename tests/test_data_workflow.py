@@ -15,7 +15,7 @@ import yaml
 from data_fixtures import ixi_tar, nifti, zip_of
 from http_server import start
 from test_data_preprocessed_layout import IXI, make_tree
-from workflow_utils import REPO, TINY_CONFIG, planned_jobs, snakemake
+from workflow_utils import TINY_CONFIG, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -81,11 +81,6 @@ def test_local_folders_linked_into_raw(tmp_path):
 
 # Subjects of a download source are known only after its checkpoint: a stage that lists them at parse
 # time (outside an input function) stops the DAG. Remove this marker once none does.
-_PARSE_TIME_SUBJECTS = "for _sub in subjects(_ds)" in (REPO / "rules" / "preprocess.smk").read_text()
-
-
-@pytest.mark.xfail(_PARSE_TIME_SUBJECTS, strict=True,
-                   reason="rules/preprocess.smk calls subjects() at parse time; wrap it in a lambda")
 def test_download_source_through_checkpoint(tmp_path):
     state, server = start()
     try:
