@@ -126,6 +126,22 @@ def test_atlas_stand_in_grid_and_centred_brain(atlas, template):
     np.testing.assert_allclose(centre_vox, [119.5, 119.5, 77], atol=1.5)
 
 
+def test_below_the_brain_a_skull_base_and_neck_unlike_brain_tissue(ref):
+    """A brain-grey block under the brain made skull-strip networks count it as brain (Dice 0.88):
+    the neck must be a dark bone plate along the head envelope, then mostly dark muscle."""
+    rng = np.random.default_rng(3)
+    w = dict(anatomy.T2_WEIGHTS)
+    img = cohort._head_image(ref, rng, w, with_head=True)
+    neck = ref.head == anatomy.HEAD_NECK
+    assert neck.sum() > 100_000  # a real neck column (about 0.1 l and more), not a sliver
+    plate = neck & (ref.neck_dist <= 4 * 4)  # the plate is >= 5 mm thick: all bone within 4 mm
+    assert plate.sum() > 10_000 and img[plate].max() <= 0.08
+    deep = neck & (ref.neck_dist > 12 * 4)
+    assert np.median(img[deep]) < 0.7 * w["wm"]  # muscle, darker than white matter
+    # structured (fat planes, air, bone), not one flat value
+    assert len(np.unique(ref.neck[deep])) >= 4 and img[deep].std() > 0.1
+
+
 @pytest.mark.parametrize("kind,zooms,codes", [("ixi", (0.94, 0.94, 1.2), ("L", "A", "S")),
                                               ("mslub", (1.0, 1.0, 1.3), ("L", "P", "S"))])
 def test_raw_kinds_are_anisotropic_scanner_grids(subjects, kind, zooms, codes):

@@ -6,7 +6,7 @@ noise, `lesions` tumours and MS lesions, `cohort` one subject end to end."""
 
 # Bump when a change to the generator changes the subjects it makes: it is a param of the demo rules,
 # so existing cohorts are regenerated instead of silently mixing two versions.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: skull base and neck tissues under the brain (was a brain-grey block)
 
 
 def subject_ids(ds: str, n: int) -> list[str]:

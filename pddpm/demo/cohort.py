@@ -19,6 +19,10 @@ from pddpm.demo.anatomy import (
     HEAD_CSF,
     HEAD_NECK,
     HEAD_OUTSIDE,
+    NECK_CORTEX,
+    NECK_FAT,
+    NECK_MARROW,
+    NECK_MUSCLE,
     T2_WEIGHTS,
     Anatomy,
     t2_contrast,
@@ -68,12 +72,12 @@ class Subject:
 
 def _head_image(anat: Anatomy, rng: np.random.Generator, weights: dict, with_head: bool) -> np.ndarray:
     """T2-like image on the reference grid: brain contrast, plus for raw kinds a head of per-subject
-    thickness: CSF rim (bright), skull (dark), scalp (fat, bright), neck soft tissue."""
+    thickness: CSF rim (bright), skull (dark), scalp (fat, bright), skull base and neck tissues."""
     img = t2_contrast(anat.csf, anat.gm, anat.wm, weights)
     if not with_head:
         return img * anat.mask
     csf = np.float32(weights["csf"])
-    e1 = rng.uniform(1.5, 3.0)
+    e1 = rng.uniform(0.5, 2.0)  # CSF rim beyond the envelope: 1.5-3 mm of CSF over the brain in all
     e2 = e1 + rng.uniform(4.0, 7.0)
     e3 = e2 + rng.uniform(4.0, 8.0)
     skull, scalp = np.float32(rng.uniform(0.03, 0.08)), np.float32(rng.uniform(0.5, 0.7))
@@ -82,8 +86,21 @@ def _head_image(anat: Anatomy, rng: np.random.Generator, weights: dict, with_hea
     s1, s2, s3 = (np.clip(d - np.float32(e - 0.5), 0, 1) for e in (e1, e2, e3))
     lut = np.zeros(256, np.float32)
     lut[HEAD_OUTSIDE:] = csf * (1 - s1) + skull * (s1 - s2) + scalp * (s2 - s3)
-    lut[HEAD_CSF], lut[HEAD_NECK] = csf, 0.3
+    lut[HEAD_CSF] = csf
     out = np.where(anat.head == HEAD_BRAIN, img, lut[anat.head])
+    # below the brain: a skull-base bone plate along the envelope, then neck tissues of per-subject
+    # intensity (muscle dark, fat as bright as the scalp, air, marrow in cortical bone), none of them
+    # like grey or white matter
+    tissue = np.zeros(8, np.float32)
+    tissue[NECK_MUSCLE] = rng.uniform(0.12, 0.2)
+    tissue[NECK_FAT] = scalp
+    tissue[NECK_MARROW] = rng.uniform(0.4, 0.5) * scalp
+    tissue[NECK_CORTEX] = skull
+    base = rng.uniform(5.0, 9.0)
+    bone = np.clip(np.float32(base + 0.5) - d, 0, 1)  # 1 inside the plate, 1 mm ramp
+    neck_lut = bone[:, None] * skull + (1 - bone[:, None]) * tissue[None, :]  # [dist code, class]
+    sel = anat.head == HEAD_NECK
+    out[sel] = neck_lut[np.minimum(anat.neck_dist[sel], len(d) - 1), anat.neck[sel]]
     return out
 
 
