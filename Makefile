@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml
 env: $(VENV)/.installed
 
 demo: env
-	$(VENV)/bin/snakemake --profile profiles/default --cores $(CORES)
-	$(VENV)/bin/snakemake --profile profiles/default --report results/report.html
+	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES)
+	$(VENV)/bin/snakemake --profile profiles/local --report results/report.html
 
 test: env
 	$(VENV)/bin/pytest -q

@@ -35,6 +35,17 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 
+# Profile mistakes that Snakemake and the SLURM plugin accept silently (a misspelled resource name).
+from pddpm.profile_check import check_resource_names, check_set_resources_rules  # noqa: E402
+
+check_resource_names(
+    workflow.resource_settings.default_resources, workflow.resource_settings.overwrite_resources
+)
+check_set_resources_rules(
+    workflow.resource_settings.overwrite_resources, [r.name for r in workflow.rules]
+)
+
+
 # Every stage file appends its final outputs to TARGETS (see rules/common.smk).
 rule all:
     default_target: True

@@ -46,7 +46,7 @@ def test_slurm_profile_drives_a_dry_run(tmp_path):
     """All keys are options snakemake knows (a typo would stop it), and the jobs carry the profile's
     requests: GPU, scaled runtime and the partition placeholder."""
     write_config(tmp_path)
-    proc = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--workflow-profile",
+    proc = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--profile",
                            str(SLURM.parent), "--sdm", "env-modules", "-n"], capture_output=True, text=True,
                           timeout=300)
     out = proc.stdout + proc.stderr

@@ -69,7 +69,7 @@ def run_profile(workdir: Path, profile: Path, *args: str, snakefile: Path | None
                 timeout: int = 300) -> subprocess.CompletedProcess:
     """snakemake with `profile` as the workflow profile, as users run it (README: Running on SLURM)."""
     cmd = [SNAKEMAKE, "-s", str(snakefile or REPO / "Snakefile"), "-d", str(workdir),
-           "--workflow-profile", str(profile), *args]
+           "--profile", str(profile), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                           stdin=subprocess.DEVNULL)
 
