@@ -30,9 +30,7 @@ def run(tmp_path_factory):
 def test_qc_meets_the_issue_thresholds(run):
     ixi = pd.read_csv(run / "results/qc/demo_ixi/summary.tsv", sep="\t")
     assert list(ixi["subject"]) == SUBJECTS["demo_ixi"]
-    # the issue asks 0.90; hdbet_v1 reaches 0.89-0.93 on the demo because the demo head has a
-    # brain-grey, structureless block below the brain that the network takes for brain (README)
-    assert (ixi["skullstrip_dice"] >= 0.88).all(), ixi[["subject", "skullstrip_dice"]]
+    assert (ixi["skullstrip_dice"] >= 0.90).all(), ixi[["subject", "skullstrip_dice"]]
     for ds in SUBJECTS:
         df = pd.read_csv(run / f"results/qc/{ds}/summary.tsv", sep="\t")
         assert (df["register_dice"] >= 0.90).all(), (ds, df["register_dice"].tolist())
@@ -40,7 +38,7 @@ def test_qc_meets_the_issue_thresholds(run):
         assert (df["wm_cov_after_n4"] < df["wm_cov_before_n4"]).all(), df
         # an all-empty flags column reads back as NaN floats
         flags = {f for v in df["flags"].dropna().astype(str) for f in v.split(";") if f}
-        assert flags <= {"skullstrip_dice<0.90"}, flags
+        assert not flags, flags
         for sub in SUBJECTS[ds]:
             assert (run / f"results/qc/{ds}/{sub}.png").read_bytes()[:4] == b"\x89PNG"
 
