@@ -19,20 +19,23 @@ def nifti(path: Path, shape=(6, 7, 4), seed=0, affine=None, dtype=np.float32) ->
     return path
 
 
+def _members(folder: Path):
+    """(file, name in the archive) for every file below `folder`, in a stable order."""
+    return [(p, str(p.relative_to(folder))) for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
 def tar_of(folder: Path, archive: Path) -> Path:
     """Tar the files of `folder` at the archive's top level (as IXI-T2.tar ships them)."""
     with tarfile.open(archive, "w") as tf:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                tf.add(p, arcname=str(p.relative_to(folder)))
+        for p, name in _members(folder):
+            tf.add(p, arcname=name)
     return archive
 
 
 def zip_of(folder: Path, archive: Path) -> Path:
     with zipfile.ZipFile(archive, "w") as zf:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                zf.write(p, arcname=str(p.relative_to(folder)))
+        for p, name in _members(folder):
+            zf.write(p, arcname=name)
     return archive
 
 
