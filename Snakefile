@@ -41,9 +41,7 @@ from pddpm.profile_check import check_resource_names, check_set_resources_rules 
 check_resource_names(
     workflow.resource_settings.default_resources, workflow.resource_settings.overwrite_resources
 )
-check_set_resources_rules(
-    workflow.resource_settings.overwrite_resources, [r.name for r in workflow.rules]
-)
+check_set_resources_rules(workflow.resource_settings.overwrite_resources, [r.name for r in workflow.rules])
 
 
 # Every stage file appends its final outputs to TARGETS (see rules/common.smk).

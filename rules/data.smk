@@ -24,8 +24,10 @@ DOWNLOAD_SOURCES = sorted({ds_cfg(ds)["kind"] for ds in DOWNLOAD_DS})
 
 for _ds in DOWNLOAD_DS:
     if ds_cfg(_ds)["kind"] == "brats":
-        raise WorkflowError(f"datasets.{_ds}: BraTS 2021 cannot be downloaded (registration required); "
-                            f"use source: local.\n{data_brats.HOW_TO}")
+        raise WorkflowError(
+            f"datasets.{_ds}: BraTS 2021 cannot be downloaded (registration required); "
+            f"use source: local.\n{data_brats.HOW_TO}"
+        )
 
 
 if config["atlas"]["source"] == "sri24":
@@ -33,8 +35,12 @@ if config["atlas"]["source"] == "sri24":
 
 
 # fail before any job runs when a needed file has no known URL and is not on disk either
-_NO_URL = [k for s in DOWNLOAD_SOURCES for k in data_download.missing_urls(s, DOWNLOADS)
-           if not os.path.exists(f"{DL_DIR}/{k}")]
+_NO_URL = [
+    k
+    for s in DOWNLOAD_SOURCES
+    for k in data_download.missing_urls(s, DOWNLOADS)
+    if not os.path.exists(f"{DL_DIR}/{k}")
+]
 
 
 if _NO_URL:
@@ -47,27 +53,27 @@ if _NO_URL:
 
 
 rule download_file:
-    # on a cluster the head node, which has internet access where compute nodes often have none
-    localrule: True
     output:
         f"{DL_DIR}/{{source}}/{{file}}",
+    log:
+        log("download_file", "{source}", "{file}"),
+    wildcard_constraints:
+        source=_one_of(DOWNLOAD_SOURCES),
+        file=_one_of(sorted({f for s in DOWNLOAD_SOURCES for f in _source_files(s)})),
+    # on a cluster the head node, which has internet access where compute nodes often have none
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=600,
     params:
         url=lambda wc: _source_files(wc.source)[wc.file]["url"],
         sha256=lambda wc: _source_files(wc.source)[wc.file]["sha256"],
         tofu=f"{DL_DIR}/{data_download.TOFU_NAME}",
         retries=DOWNLOADS.get("retries", 3),
         timeout=DOWNLOADS.get("timeout_s", 120),
-    wildcard_constraints:
-        source=_one_of(DOWNLOAD_SOURCES),
-        file=_one_of(sorted({f for s in DOWNLOAD_SOURCES for f in _source_files(s)})),
-    log:
-        log("download_file", "{source}", "{file}"),
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=600,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/download_file.py"
 
@@ -77,66 +83,69 @@ checkpoint download_raw:
         lambda wc: [f"{DL_DIR}/{ds_cfg(wc.ds)['kind']}/{f}" for f in _source_files(ds_cfg(wc.ds)["kind"])],
     output:
         "data/raw/{ds}/subjects.tsv",
-    params:
-        kind=lambda wc: ds_cfg(wc.ds)["kind"],
-        role=lambda wc: ds_cfg(wc.ds)["role"],
-    wildcard_constraints:
-        ds=_one_of(DOWNLOAD_DS),
     log:
         log("download_raw", "{ds}"),
+    benchmark:
+        bench("download_raw", "{ds}")
+    wildcard_constraints:
+        ds=_one_of(DOWNLOAD_DS),
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=120,
-    conda:
-        "../envs/data.yaml"
-    benchmark:
-        bench("download_raw", "{ds}")
+    params:
+        kind=lambda wc: ds_cfg(wc.ds)["kind"],
+        role=lambda wc: ds_cfg(wc.ds)["role"],
     script:
         "../workflow_scripts/download_raw.py"
 
 
 rule link_local:
-    localrule: True
     input:
         lambda wc: str(_local_subjects(wc.ds)[wc.sub].files()[wc.key]),
     output:
         "data/raw/{ds}/{sub}_{key}.nii.gz",
+    log:
+        log("link_local", "{ds}", "{sub}_{key}"),
     wildcard_constraints:
         ds=_one_of(LOCAL_DS),
         key="t2|seg",
-    log:
-        log("link_local", "{ds}", "{sub}_{key}"),
+    localrule: True
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/link_local.py"
 
 
 rule local_subjects:
-    localrule: True
     input:
-        lambda wc: [f"data/raw/{wc.ds}/{s}_{k}.nii.gz"
-                    for s, subj in _local_subjects(wc.ds).items() for k in subj.files()],
+        lambda wc: [
+            f"data/raw/{wc.ds}/{s}_{k}.nii.gz"
+            for s, subj in _local_subjects(wc.ds).items()
+            for k in subj.files()
+        ],
     output:
         "data/raw/{ds}/subjects.tsv",
-    params:
-        # the listing itself: a subject added to or removed from the folder rewrites the sheet
-        rows=lambda wc: subjects_table(list(_local_subjects(wc.ds).values())).to_dict("records"),
-    wildcard_constraints:
-        ds=_one_of(LOCAL_DS),
     log:
         log("local_subjects", "{ds}"),
+    wildcard_constraints:
+        ds=_one_of(LOCAL_DS),
+    localrule: True
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        "../envs/data.yaml"
+    params:
+        # the listing itself: a subject added to or removed from the folder rewrites the sheet
+        rows=lambda wc: subjects_table(list(_local_subjects(wc.ds).values())).to_dict("records"),
     script:
         "../workflow_scripts/local_subjects.py"
 
@@ -152,12 +161,12 @@ if config["atlas"]["source"] == "sri24":
             mask="resources/atlas/mask.nii.gz",
         log:
             log("atlas_sri24"),
+        conda:
+            "../envs/data.yaml"
         threads: 1
         resources:
             mem_mb=2000,
             runtime=10,
-        conda:
-            "../envs/data.yaml"
         script:
             "../workflow_scripts/atlas_sri24.py"
 

@@ -12,25 +12,26 @@ if DEMO_DS:
     _DEMO_DS_RE = "|".join(DEMO_DS)
     _DEMO_ANOMALOUS_RE = "|".join(ds for ds in DEMO_DS if is_anomalous(ds)) or "(?!)"
 
+    # The template's tissue maps and a synthetic head on the reference grid, shared by all subjects.
+
     rule demo_anatomy:
-        """The template's tissue maps and a synthetic head on the reference grid, shared by all subjects."""
         output:
             DEMO_ANATOMY,
-        params:
-            generator=demo_lib.GENERATOR_VERSION,
         log:
             log("demo_anatomy"),
+        conda:
+            "../envs/data.yaml"
         threads: 1
         resources:
             mem_mb=2000,  # measured 1.2 GB peak
             runtime=10,
-        conda:
-            "../envs/data.yaml"
+        params:
+            generator=demo_lib.GENERATOR_VERSION,
         script:
             "../workflow_scripts/demo_anatomy.py"
 
+    # One synthetic subject: raw T2 plus ground truth (brain, WM, bias, lesions, pose).
     rule demo_cohort:
-        """One synthetic subject: raw T2 plus ground truth (brain, WM, bias, lesions, pose)."""
         input:
             DEMO_ANATOMY,
         output:
@@ -40,71 +41,71 @@ if DEMO_DS:
             bias="data/raw/{ds}/truth/{sub}_bias.nii.gz",
             lesions="data/raw/{ds}/truth/{sub}_lesions.nii.gz",
             native_to_atlas="data/raw/{ds}/truth/{sub}_native_to_atlas.txt",
-        wildcard_constraints:
-            ds=_DEMO_DS_RE,
-            sub=r"[A-Za-z0-9_]+_\d\d\d+",
-        params:
-            seed=config["demo"]["seed"],
-            kind=lambda wc: ds_cfg(wc.ds)["kind"],
-            generator=demo_lib.GENERATOR_VERSION,
         log:
             log("demo_cohort", "{ds}", "{sub}"),
         benchmark:
             bench("demo_cohort", "{ds}", "{sub}")
+        wildcard_constraints:
+            ds=_DEMO_DS_RE,
+            sub=r"[A-Za-z0-9_]+_\d\d\d+",
+        conda:
+            "../envs/data.yaml"
         threads: 1
         resources:
             mem_mb=1200,  # measured 0.5-0.6 GB peak
             runtime=10,
-        conda:
-            "../envs/data.yaml"
+        params:
+            seed=config["demo"]["seed"],
+            kind=lambda wc: ds_cfg(wc.ds)["kind"],
+            generator=demo_lib.GENERATOR_VERSION,
         script:
             "../workflow_scripts/demo_cohort.py"
 
+    # The raw label file of an anomalous demo subject: its lesion truth, under the raw name.
     rule demo_seg:
-        """The raw label file of an anomalous demo subject: its lesion truth, under the raw name."""
-        localrule: True
         input:
             "data/raw/{ds}/truth/{sub}_lesions.nii.gz",
         output:
             "data/raw/{ds}/{sub}_seg.nii.gz",
+        log:
+            log("demo_seg", "{ds}", "{sub}"),
         wildcard_constraints:
             ds=_DEMO_ANOMALOUS_RE,
             sub=r"[A-Za-z0-9_]+_\d\d\d+",
-        log:
-            log("demo_seg", "{ds}", "{sub}"),
+        localrule: True
+        conda:
+            "../envs/data.yaml"
         threads: 1
         resources:
             mem_mb=500,
             runtime=5,
-        conda:
-            "../envs/data.yaml"
         script:
             "../workflow_scripts/demo_seg.py"
 
     rule demo_subjects_tsv:
-        localrule: True
         input:
             lambda wc: demo_lib.raw_files(wc.ds, subjects(wc.ds), is_anomalous(wc.ds)),
         output:
             "data/raw/{ds}/subjects.tsv",
-        wildcard_constraints:
-            ds=_DEMO_DS_RE,
-        params:
-            subjects=lambda wc: subjects(wc.ds),
-            anomalous=lambda wc: is_anomalous(wc.ds),
         log:
             log("demo_subjects_tsv", "{ds}"),
+        wildcard_constraints:
+            ds=_DEMO_DS_RE,
+        localrule: True
+        conda:
+            "../envs/data.yaml"
         threads: 1
         resources:
             mem_mb=500,
             runtime=5,
-        conda:
-            "../envs/data.yaml"
+        params:
+            subjects=lambda wc: subjects(wc.ds),
+            anomalous=lambda wc: is_anomalous(wc.ds),
         script:
             "../workflow_scripts/demo_subjects_tsv.py"
 
+    # The first subject of every demo data set with its ground truth, for the report.
     rule demo_preview:
-        """The first subject of every demo data set with its ground truth, for the report."""
         input:
             **{
                 f"{ds}_{k}": f"data/raw/{ds}/{p}{subjects(ds)[0]}_{k}.nii.gz"
@@ -112,19 +113,23 @@ if DEMO_DS:
                 for k, p in (("t2", ""), ("mask", "truth/"), ("lesions", "truth/"), ("bias", "truth/"))
             },
         output:
-            report(f"{RES}/figures/demo_cohort.png", caption="../report/demo_cohort.rst",
-                   category="1. Data", subcategory="Demo cohort"),
-        params:
-            datasets=DEMO_DS,
-            seed=config["demo"]["seed"],
+            report(
+                f"{RES}/figures/demo_cohort.png",
+                caption="../report/demo_cohort.rst",
+                category="1. Data",
+                subcategory="Demo cohort",
+            ),
         log:
             log("demo_preview"),
+        conda:
+            "../envs/eval.yaml"
         threads: 1
         resources:
             mem_mb=1500,
             runtime=5,
-        conda:
-            "../envs/eval.yaml"
+        params:
+            datasets=DEMO_DS,
+            seed=config["demo"]["seed"],
         script:
             "../workflow_scripts/demo_preview.py"
 
@@ -134,20 +139,21 @@ if DEMO_DS:
 
 if config["atlas"]["source"] == "demo":
 
+    # The atlas stand-in: ICBM152 T1, its T2-like contrast and brain mask on SRI24's 240x240x155 grid.
+
     rule atlas_demo:
-        """The atlas stand-in: ICBM152 T1, its T2-like contrast and brain mask on SRI24's 240x240x155 grid."""
         output:
             t1="resources/atlas/t1.nii.gz",
             t2="resources/atlas/t2.nii.gz",
             mask="resources/atlas/mask.nii.gz",
         log:
             log("atlas_demo"),
+        conda:
+            "../envs/data.yaml"
         threads: 1
         resources:
             mem_mb=1000,  # measured 0.5 GB peak
             runtime=10,
-        conda:
-            "../envs/data.yaml"
         script:
             "../workflow_scripts/atlas_demo.py"
 

@@ -17,19 +17,19 @@ rule threshold:
         slices=f"{RES}/slices/{{ds}}_val.npz",
     output:
         f"{RES}/eval/{{model}}/fold{{fold}}/{{ds}}_threshold.json",
-    wildcard_constraints:
-        ds="|".join(ANOMALOUS) or "^$",
-    params:
-        method=config["evaluate"]["threshold_search"],
-        steps=config["evaluate"]["interval_steps"],
     log:
         log("threshold", "{model}", "fold{fold}", "{ds}"),
+    wildcard_constraints:
+        ds="|".join(ANOMALOUS) or "^$",
+    conda:
+        "../envs/eval.yaml"
     threads: 1
     resources:
         mem_mb=eval_mem_mb,
         runtime=30,
-    conda:
-        "../envs/eval.yaml"
+    params:
+        method=config["evaluate"]["threshold_search"],
+        steps=config["evaluate"]["interval_steps"],
     script:
         "../workflow_scripts/threshold.py"
 
@@ -39,8 +39,18 @@ rule metrics:
         unpack(metrics_inputs),
     output:
         f"{RES}/eval/{{model}}/fold{{fold}}/{{ds}}_per_volume.csv",
+    log:
+        log("metrics", "{model}", "fold{fold}", "{ds}"),
+    benchmark:
+        bench("metrics", "{model}", "fold{fold}", "{ds}")
     wildcard_constraints:
         ds="|".join(EVAL_DATASETS),
+    conda:
+        "../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=eval_mem_mb,
+        runtime=60,
     # settings of the anomalous metrics only, so that changing them leaves healthy test sets alone
     params:
         anomalous=lambda wc: is_anomalous(wc.ds),
@@ -48,16 +58,6 @@ rule metrics:
         # the oracle best Dice uses the same search as the threshold
         search=lambda wc: anomalous_param(wc, "threshold_search"),
         steps=lambda wc: anomalous_param(wc, "interval_steps"),
-    log:
-        log("metrics", "{model}", "fold{fold}", "{ds}"),
-    benchmark:
-        bench("metrics", "{model}", "fold{fold}", "{ds}")
-    threads: 1
-    resources:
-        mem_mb=eval_mem_mb,
-        runtime=60,
-    conda:
-        "../envs/eval.yaml"
     script:
         "../workflow_scripts/metrics.py"
 

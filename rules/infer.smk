@@ -13,8 +13,19 @@ rule infer:
         unpack(infer_inputs),
     output:
         f"{RES}/infer/{{model}}/fold{{fold}}/{{ds}}_{{split}}.npz",
+    log:
+        log("infer", "{model}", "fold{fold}", "{ds}_{split}"),
+    benchmark:
+        bench("infer", "{model}", "fold{fold}", "{ds}_{split}")
     wildcard_constraints:
         split="|".join(EVAL_SPLITS),
+    conda:
+        "../envs/torch.yaml"
+    threads: config["infer"]["threads"]
+    resources:
+        mem_mb=infer_mem_mb,
+        runtime=config["infer"]["runtime_min"],
+        gpu=lambda wc: 0 if wc.model == "thresh" else config["infer"]["gpus"],
     # result-changing settings only (batch size, device and threads change speed, not the maps); the
     # network's settings are None for thresh, so changing them leaves the intensity baseline alone
     params:
@@ -27,16 +38,5 @@ rule infer:
         median_size=config["evaluate"]["median_size"],
         seed=lambda wc: config["seed"] + int(wc.fold),
         stream=lambda wc: f"{wc.ds}_{wc.split}",
-    log:
-        log("infer", "{model}", "fold{fold}", "{ds}_{split}"),
-    benchmark:
-        bench("infer", "{model}", "fold{fold}", "{ds}_{split}")
-    threads: config["infer"]["threads"]
-    resources:
-        mem_mb=infer_mem_mb,
-        runtime=config["infer"]["runtime_min"],
-        gpu=lambda wc: 0 if wc.model == "thresh" else config["infer"]["gpus"],
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow_scripts/infer.py"

@@ -17,18 +17,18 @@ rule resample:
     output:
         t2=f"{PP}/{{ds}}/1_resampled/{{sub}}_t2.nii.gz",
         seg=f"{PP}/{{ds}}/1_resampled/{{sub}}_seg.nii.gz",
-    params:
-        spacing_mm=PPCFG["spacing_mm"],
     log:
         log("resample", "{ds}", "{sub}"),
     benchmark:
         bench("resample", "{ds}", "{sub}")
+    conda:
+        "../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
-    conda:
-        "../envs/preprocess.yaml"
+    params:
+        spacing_mm=PPCFG["spacing_mm"],
     script:
         "../workflow_scripts/resample.py"
 
@@ -39,22 +39,22 @@ rule skullstrip:
     output:
         t2=f"{PP}/{{ds}}/2_skullstripped/{{sub}}_t2.nii.gz",
         mask=f"{PP}/{{ds}}/2_skullstripped/{{sub}}_mask.nii.gz",
+    log:
+        log("skullstrip", "{ds}", "{sub}"),
+    benchmark:
+        bench("skullstrip", "{ds}", "{sub}")
+    conda:
+        skullstrip_env
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=30,
     params:
         backend=lambda wc: skullstrip_backend(wc.ds),
         hdbet_mode=PPCFG["skullstrip"]["hdbet_mode"],
         tta=PPCFG["skullstrip"]["tta"],
         # device and weights_dir do not change the result: read from the config by the script, so that
         # changing them reruns nothing
-    log:
-        log("skullstrip", "{ds}", "{sub}"),
-    benchmark:
-        bench("skullstrip", "{ds}", "{sub}")
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=30,
-    conda:
-        skullstrip_env
     script:
         "../workflow_scripts/skullstrip.py"
 
@@ -69,22 +69,22 @@ rule register:
         atlas_mask=atlas_files()["mask"],
     output:
         **register_outputs(),
-    params:
-        transform=PPCFG["register"]["transform"],
-        spacing_mm=PPCFG["spacing_mm"],
-        seed=config["seed"],
     log:
         log("register", "{ds}", "{sub}"),
     benchmark:
         bench("register", "{ds}", "{sub}")
+    conda:
+        "../envs/preprocess.yaml"
     # one ITK thread: with the fixed seed the transform is then bit-for-bit reproducible (two threads
     # gave a different affine on every run); subjects run side by side instead
     threads: 1
     resources:
         mem_mb=3000,
         runtime=30,
-    conda:
-        "../envs/preprocess.yaml"
+    params:
+        transform=PPCFG["register"]["transform"],
+        spacing_mm=PPCFG["spacing_mm"],
+        seed=config["seed"],
     script:
         "../workflow_scripts/register.py"
 
@@ -98,16 +98,16 @@ rule crop:
         t2=f"{PP}/{{ds}}/4_cropped/{{sub}}_t2.nii.gz",
         mask=f"{PP}/{{ds}}/4_cropped/{{sub}}_mask.nii.gz",
         seg=f"{PP}/{{ds}}/4_cropped/{{sub}}_seg.nii.gz",
-    params:
-        margin_vox=PPCFG["crop"]["margin_vox"],
     log:
         log("crop", "{ds}", "{sub}"),
+    conda:
+        "../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=5,
-    conda:
-        "../envs/preprocess.yaml"
+    params:
+        margin_vox=PPCFG["crop"]["margin_vox"],
     script:
         "../workflow_scripts/crop.py"
 
@@ -121,6 +121,16 @@ rule n4:
         t2=f"{PP}/{{ds}}/5_n4/{{sub}}_t2.nii.gz",
         mask=f"{PP}/{{ds}}/5_n4/{{sub}}_mask.nii.gz",
         seg=f"{PP}/{{ds}}/5_n4/{{sub}}_seg.nii.gz",
+    log:
+        log("n4", "{ds}", "{sub}"),
+    benchmark:
+        bench("n4", "{ds}", "{sub}")
+    conda:
+        "../envs/preprocess.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=20,
     params:
         implementation=PPCFG["n4"]["implementation"],
         levels=PPCFG["n4"]["levels"],
@@ -129,16 +139,6 @@ rule n4:
         mask_sigma_mm=PPCFG["n4"]["mask_sigma_mm"],
         # the bias is fitted on a grid of about fit_spacing_mm, whatever the working spacing
         shrink_factor=max(1, round(PPCFG["n4"]["fit_spacing_mm"] / PPCFG["spacing_mm"])),
-    log:
-        log("n4", "{ds}", "{sub}"),
-    benchmark:
-        bench("n4", "{ds}", "{sub}")
-    threads: 2
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    conda:
-        "../envs/preprocess.yaml"
     script:
         "../workflow_scripts/n4.py"
 
@@ -158,20 +158,24 @@ rule qc_subject:
         atlas_image=atlas_files()["image"],
         atlas_mask=atlas_files()["mask"],
     output:
-        png=report(f"{RES}/qc/{{ds}}/{{sub}}.png", category="2. Preprocessing QC",
-                   subcategory="{ds}", caption="../report/qc_subject.rst",
-                   labels={"data set": "{ds}", "subject": "{sub}"}),
+        png=report(
+            f"{RES}/qc/{{ds}}/{{sub}}.png",
+            category="2. Preprocessing QC",
+            subcategory="{ds}",
+            caption="../report/qc_subject.rst",
+            labels={"data set": "{ds}", "subject": "{sub}"},
+        ),
         row=f"{RES}/qc/{{ds}}/rows/{{sub}}.tsv",
-    params:
-        spacing_mm=PPCFG["spacing_mm"],
     log:
         log("qc_subject", "{ds}", "{sub}"),
+    conda:
+        "../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/preprocess.yaml"
+    params:
+        spacing_mm=PPCFG["spacing_mm"],
     script:
         "../workflow_scripts/qc_subject.py"
 
@@ -180,16 +184,21 @@ rule qc_dataset:
     input:
         rows=lambda wc: expand(f"{RES}/qc/{wc.ds}/rows/{{sub}}.tsv", sub=subjects(wc.ds)),
     output:
-        tsv=report(f"{RES}/qc/{{ds}}/summary.tsv", category="2. Preprocessing QC", subcategory="{ds}",
-                   caption="../report/qc_dataset.rst", labels={"data set": "{ds}", "table": "summary"}),
+        tsv=report(
+            f"{RES}/qc/{{ds}}/summary.tsv",
+            category="2. Preprocessing QC",
+            subcategory="{ds}",
+            caption="../report/qc_dataset.rst",
+            labels={"data set": "{ds}", "table": "summary"},
+        ),
     log:
         log("qc_dataset", "{ds}"),
+    conda:
+        "../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/preprocess.yaml"
     script:
         "../workflow_scripts/qc_dataset.py"
 

@@ -36,27 +36,31 @@ rule splits:
         unpack(splits_input),
     output:
         f"{RES}/splits/{{ds}}_{{split}}.csv",
-    wildcard_constraints:
-        split=SPLIT_PATTERN,
-    params:
-        **SPLIT_PARAMS,
     log:
         log("splits", "{ds}_{split}"),
+    wildcard_constraints:
+        split=SPLIT_PATTERN,
+    conda:
+        "../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        "../envs/preprocess.yaml"
+    params:
+        **SPLIT_PARAMS,
     script:
         "../workflow_scripts/splits.py"
 
 
 use rule splits as split_defects with:
     output:
-        report(f"{RES}/splits/{{ds}}_defects.tsv", caption="../report/splits_defects.rst",
-               category="3. Splits and slices", subcategory="{ds}",
-               labels={"data set": "{ds}", "table": "split sheet defects"}),
+        report(
+            f"{RES}/splits/{{ds}}_defects.tsv",
+            caption="../report/splits_defects.rst",
+            category="3. Splits and slices",
+            subcategory="{ds}",
+            labels={"data set": "{ds}", "table": "split sheet defects"},
+        ),
     log:
         log("splits", "{ds}_defects"),
 
@@ -68,8 +72,18 @@ rule slices:
         preprocessed=subject_inputs,
     output:
         f"{RES}/slices/{{ds}}_{{split}}.npz",
+    log:
+        log("slices", "{ds}_{split}"),
+    benchmark:
+        bench("slices", "{ds}_{split}")
     wildcard_constraints:
         split=SPLIT_PATTERN,
+    conda:
+        "../envs/preprocess.yaml"
+    threads: 2
+    resources:
+        mem_mb=slices_mem_mb,
+        runtime=lambda wc: 10 + 2 * len(subjects(wc.ds)),
     params:
         fov_mm=config["slices"]["fov_mm"],
         target_spacing_mm=config["slices"]["target_spacing_mm"],
@@ -77,16 +91,6 @@ rule slices:
         time_step=config["slices"]["curvature_flow"]["time_step"],
         iterations=config["slices"]["curvature_flow"]["iterations"],
         clip_output=config["slices"]["clip_output"],
-    log:
-        log("slices", "{ds}_{split}"),
-    benchmark:
-        bench("slices", "{ds}_{split}")
-    threads: 2
-    resources:
-        mem_mb=slices_mem_mb,
-        runtime=lambda wc: 10 + 2 * len(subjects(wc.ds)),
-    conda:
-        "../envs/preprocess.yaml"
     script:
         "../workflow_scripts/slices.py"
 
@@ -95,21 +99,25 @@ rule slices_preview:
     input:
         f"{RES}/slices/{{ds}}_{{split}}.npz",
     output:
-        report(f"{RES}/slices/preview/{{ds}}_{{split}}.png", caption="../report/splits_slices_preview.rst",
-               category="3. Splits and slices", subcategory="{ds}",
-               labels={"data set": "{ds}", "figure": "slices of {split}"}),
-    wildcard_constraints:
-        split=SPLIT_PATTERN,
-    params:
-        max_subjects=4,
+        report(
+            f"{RES}/slices/preview/{{ds}}_{{split}}.png",
+            caption="../report/splits_slices_preview.rst",
+            category="3. Splits and slices",
+            subcategory="{ds}",
+            labels={"data set": "{ds}", "figure": "slices of {split}"},
+        ),
     log:
         log("slices_preview", "{ds}_{split}"),
+    wildcard_constraints:
+        split=SPLIT_PATTERN,
+    conda:
+        "../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/preprocess.yaml"
+    params:
+        max_subjects=4,
     script:
         "../workflow_scripts/slices_preview.py"
 

@@ -12,10 +12,25 @@ rule train:
         val=train_split("val"),
     output:
         model=f"{RES}/models/{{model}}/fold{{fold}}/model.pt",
-        log_csv=report(f"{RES}/models/{{model}}/fold{{fold}}/train_log.csv", caption="../report/train_log.rst",
-                       category="4. Training", subcategory="{model}", labels={"model": "{model}", "fold": "{fold}",
-                                                                            "file": "train_log.csv"}),
+        log_csv=report(
+            f"{RES}/models/{{model}}/fold{{fold}}/train_log.csv",
+            caption="../report/train_log.rst",
+            category="4. Training",
+            subcategory="{model}",
+            labels={"model": "{model}", "fold": "{fold}", "file": "train_log.csv"},
+        ),
         run=f"{RES}/models/{{model}}/fold{{fold}}/run.json",
+    log:
+        log("train", "{model}", "fold{fold}"),
+    benchmark:
+        bench("train", "{model}", "fold{fold}")
+    conda:
+        "../envs/torch.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["train"]["mem_mb"],
+        runtime=config["train"]["runtime_min"],
+        gpu=config["train"]["gpus"],
     # result-changing settings only; device, GPUs, threads and checkpoint interval change speed, not weights
     params:
         kind=lambda wc: wc.model,
@@ -25,20 +40,10 @@ rule train:
         train={k: config["train"][k] for k in ("batch_size", "lr", "epochs", "val_every_steps", "precision")},
         seed=lambda wc: config["seed"] + int(wc.fold),
         checkpoint_dir=lambda wc: f"{RES}/checkpoints/{wc.model}/fold{wc.fold}",
-    log:
-        log("train", "{model}", "fold{fold}"),
-    benchmark:
-        bench("train", "{model}", "fold{fold}")
-    threads: config["train"]["threads"]
-    resources:
-        mem_mb=config["train"]["mem_mb"],
-        runtime=config["train"]["runtime_min"],
-        gpu=config["train"]["gpus"],
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow_scripts/train.py"
 
 
-TARGETS += expand(f"{RES}/models/{{model}}/fold{{fold}}/model.pt", model=trained_models(),
-                  fold=config["folds_to_run"])
+TARGETS += expand(
+    f"{RES}/models/{{model}}/fold{{fold}}/model.pt", model=trained_models(), fold=config["folds_to_run"]
+)

@@ -25,8 +25,6 @@ def _source_files(source):
 
 
 @functools.cache
-
-
 def _local_subjects(ds):
     """Subjects of a local folder, listed once per DAG build (errors name the folder and the pattern)."""
     cfg = ds_cfg(ds)
@@ -37,8 +35,6 @@ def _local_subjects(ds):
 
 
 @functools.cache
-
-
 def _prep_files(ds):
     cfg = ds_cfg(ds)
     try:

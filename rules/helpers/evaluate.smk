@@ -13,8 +13,10 @@ def anomalous_param(wildcards, key):
 
 def metrics_inputs(wildcards):
     pre = f"{RES}/eval/{wildcards.model}/fold{wildcards.fold}/{wildcards.ds}"
-    inputs = {"infer": f"{RES}/infer/{wildcards.model}/fold{wildcards.fold}/{wildcards.ds}_test.npz",
-              "slices": f"{RES}/slices/{wildcards.ds}_test.npz"}
+    inputs = {
+        "infer": f"{RES}/infer/{wildcards.model}/fold{wildcards.fold}/{wildcards.ds}_test.npz",
+        "slices": f"{RES}/slices/{wildcards.ds}_test.npz",
+    }
     if is_anomalous(wildcards.ds):
         inputs["threshold"] = f"{pre}_threshold.json"
     return inputs

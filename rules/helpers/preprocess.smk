@@ -14,8 +14,10 @@ def raw_inputs(wildcards):
 
 
 def atlas_files():
-    return {"image": f"resources/atlas/{config['atlas']['modality']}.nii.gz",
-            "mask": "resources/atlas/mask.nii.gz"}
+    return {
+        "image": f"resources/atlas/{config['atlas']['modality']}.nii.gz",
+        "mask": "resources/atlas/mask.nii.gz",
+    }
 
 
 def register_outputs():
@@ -38,6 +40,7 @@ def qc_extra_inputs(wildcards):
         extra["warp"] = register_outputs()["warp"].format(ds=wildcards.ds, sub=wildcards.sub)
     if ds_cfg(wildcards.ds)["source"] == "demo":
         t = f"data/raw/{wildcards.ds}/truth/{wildcards.sub}"
-        extra.update(truth_mask=f"{t}_mask.nii.gz", truth_wm=f"{t}_wm.nii.gz",
-                     truth_matrix=f"{t}_native_to_atlas.txt")
+        extra.update(
+            truth_mask=f"{t}_mask.nii.gz", truth_wm=f"{t}_wm.nii.gz", truth_matrix=f"{t}_native_to_atlas.txt"
+        )
     return extra

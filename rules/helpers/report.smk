@@ -21,8 +21,12 @@ def figure_mem_mb(wildcards, input):
 
 
 def per_volume_files(datasets):
-    return [f"{RES}/eval/{m}/fold{f}/{ds}_per_volume.csv"
-            for m in REPORT_MODELS for f in REPORT_FOLDS for ds in datasets]
+    return [
+        f"{RES}/eval/{m}/fold{f}/{ds}_per_volume.csv"
+        for m in REPORT_MODELS
+        for f in REPORT_FOLDS
+        for ds in datasets
+    ]
 
 
 def eval_dir_of(per_volume_csvs):
