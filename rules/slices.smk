@@ -18,6 +18,8 @@ SPLIT_PARAMS = dict(
     anomalous=lambda wc: is_anomalous(wc.ds),
     files=lambda wc: None if authors_sheets(wc.ds) else subject_files(wc.ds),
     authors=lambda wc: authors_sheets(wc.ds),
+    # the authors' published sheets, downloaded, on the raw route (split -> file)
+    downloaded=lambda wc: authors_sheet_downloads(wc.ds),
     root=lambda wc: ds_cfg(wc.ds).get("path"),
     kind=lambda wc: ds_cfg(wc.ds)["kind"],
     folds=config["splits"]["folds"],
@@ -33,7 +35,9 @@ SPLIT_PARAMS = dict(
 # job derives the same seeded assignment (cheap: no image is read) and writes its own sheet.
 rule splits:
     input:
-        unpack(splits_input),
+        preprocessed=subject_inputs,
+        # apart from the subjects, so that the downloaded sheets are planned before the download checkpoint
+        authors=split_sheet_inputs,
     output:
         f"{RES}/splits/{{ds}}_{{split}}.csv",
     log:
@@ -83,7 +87,7 @@ rule slices:
     threads: 2
     resources:
         mem_mb=slices_mem_mb,
-        runtime=lambda wc: 10 + 2 * len(subjects(wc.ds)),
+        runtime=lambda wc: 10 + 2 * subject_count(wc.ds),
     params:
         fov_mm=config["slices"]["fov_mm"],
         target_spacing_mm=config["slices"]["target_spacing_mm"],

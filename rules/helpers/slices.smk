@@ -14,19 +14,20 @@ def subject_inputs(wildcards):
 
 
 def authors_sheets(ds):
-    """The authors' published sheets (`{Data}/splits/{IXI,Brats21,MSLUB}_{split}.csv`) for a data set
-    given in their layout (the job reads them with rules/data.smk's reader); None for data we split."""
+    """The authors' sheets in their package (`{Data}/splits/{IXI,Brats21,MSLUB}_{split}.csv`) for a data
+    set given in their layout (the job reads them with rules/data.smk's reader); None otherwise (the
+    downloaded ones of the raw route: rules/helpers/data.smk authors_sheet_downloads)."""
     cfg = ds_cfg(ds)
-    if cfg["source"] != "preprocessed":
+    if split_source(ds) != "package":
         return None
     root = authors_data_root(cfg["path"])
     prefix = AUTHORS_SHEET_PREFIX[cfg["kind"]]
     return {s: str(root / "splits" / f"{prefix}_{s}.csv") for s in split_names(ds)}
 
 
-def splits_input(wildcards):
-    sheets = authors_sheets(wildcards.ds) or {}
-    return {"preprocessed": subject_inputs(wildcards), "authors": list(sheets.values())}
+def split_sheet_inputs(wildcards):
+    """The authors' sheets a data set is split by: those of their package or the downloaded ones."""
+    return list((authors_sheets(wildcards.ds) or authors_sheet_downloads(wildcards.ds)).values())
 
 
 def anomalous_val_fraction(ds):
@@ -39,7 +40,7 @@ def slices_mem_mb(wildcards):
     grid = 1
     for f in config["slices"]["fov_mm"]:
         grid *= max(1, round(f / config["slices"]["target_spacing_mm"]))
-    return 1500 + int(len(subjects(wildcards.ds)) * grid * 4 * 1.2 / 2**20)
+    return 1500 + int(subject_count(wildcards.ds) * grid * 4 * 1.2 / 2**20)
 
 
 def slice_splits(ds):
