@@ -35,7 +35,8 @@ for _ds in DOWNLOAD_DS:
 NEEDED_DOWNLOADS = [
     f"{ds_cfg(ds)['kind']}/{f}" for ds in DOWNLOAD_DS for f in _source_files(ds_cfg(ds)["kind"])
 ]
-if config["atlas"]["source"] == "sri24":
+# the atlas only where some data set is registered (the authors' preprocessed layout is not)
+if config["atlas"]["source"] == "sri24" and any(ds_cfg(ds)["source"] != "preprocessed" for ds in DATASETS):
     NEEDED_DOWNLOADS += [f"sri24/{f}" for f in _source_files("sri24")]
 if hdbet_download_needed():
     NEEDED_DOWNLOADS += [f"hdbet_v2/{f}" for f in _source_files("hdbet_v2")]
