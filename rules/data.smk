@@ -12,7 +12,7 @@ DOWNLOAD_DS = _datasets_of("download")
 LOCAL_DS = _datasets_of("local")
 
 
-DOWNLOADS = config.get("downloads", {})
+DOWNLOADS = config["downloads"]
 
 
 DL_DIR = "data/downloads"
@@ -84,8 +84,8 @@ rule download_file:
         url=lambda wc: _source_files(wc.source)[wc.file]["url"],
         known_hash=lambda wc: data_download.known_hash(_source_files(wc.source)[wc.file]),
         tofu=f"{DL_DIR}/{data_download.TOFU_NAME}",
-        retries=DOWNLOADS.get("retries", 3),
-        timeout=DOWNLOADS.get("timeout_s", 120),
+        retries=DOWNLOADS["retries"],
+        timeout=DOWNLOADS["timeout_s"],
     script:
         "../workflow_scripts/download_file.py"
 
