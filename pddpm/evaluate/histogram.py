@@ -10,6 +10,7 @@ are those of `average_precision_score` and `roc_auc_score` on the voxels.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import numpy as np
@@ -44,9 +45,12 @@ class ScoreHistogram:
         self.values = np.asarray(values, dtype=np.float64)
         self.total = np.asarray(total, dtype=np.int64)
         self.positive = np.asarray(positive, dtype=np.int64)
-        # voxels strictly above values[k] for k = -1 .. K-1 (index shifted by one)
-        self._above_total = np.concatenate([np.cumsum(self.total[::-1])[::-1], [0]])
-        self._above_positive = np.concatenate([np.cumsum(self.positive[::-1])[::-1], [0]])
+
+    @functools.cached_property
+    def _above(self) -> tuple[np.ndarray, np.ndarray]:
+        """Voxels and positive voxels strictly above values[k], at index k + 1 (index 0: all of them)."""
+        return (np.concatenate([np.cumsum(self.total[::-1])[::-1], [0]]),
+                np.concatenate([np.cumsum(self.positive[::-1])[::-1], [0]]))
 
     @classmethod
     def of(cls, scores: np.ndarray, gt: np.ndarray) -> ScoreHistogram:
@@ -86,11 +90,11 @@ class ScoreHistogram:
 
     @property
     def n_voxels(self) -> int:
-        return int(self._above_total[0])
+        return int(self.total.sum())
 
-    @property
+    @functools.cached_property
     def n_positive(self) -> int:
-        return int(self._above_positive[0])
+        return int(self.positive.sum())
 
     def max_value(self) -> float:
         return float(self.values[np.flatnonzero(self.total)[-1]])
@@ -98,7 +102,8 @@ class ScoreHistogram:
     def above(self, t: float) -> tuple[int, int]:
         """(voxels, positive voxels) with `score > t`, t rounded to float32 as `scores > t` does."""
         k = int(np.searchsorted(self.values, np.float64(np.float32(t)), side="right"))
-        return int(self._above_total[k]), int(self._above_positive[k])
+        above_total, above_positive = self._above
+        return int(above_total[k]), int(above_positive[k])
 
     def occupied(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(values, total, positive) of the bins that hold voxels."""
