@@ -62,7 +62,10 @@ class ScoreHistogram:
                                   "different grids; they must come from the same slices file")
         if flat.dtype == np.float16:
             bits = flat.view(np.uint16)
-            raw = np.bincount(bits, minlength=1 << 16)
+            # most of a map is +0 (outside the eroded brain): count the rest, the zeros by difference
+            rest = bits[bits != 0]
+            raw = np.bincount(rest, minlength=1 << 16)
+            raw[0] += len(bits) - len(rest)
             if raw[_F16_NAN].any():
                 raise PddpmInputError("the anomaly map holds NaN values; rerun the `infer` rule for it")
             raw_pos = np.bincount(bits[gt], minlength=1 << 16)
@@ -110,6 +113,7 @@ class ScoreHistogram:
         keep = self.total > 0
         return self.values[keep], self.total[keep], self.positive[keep]
 
+    @functools.cached_property
     def _descending_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """scikit-learn's `tps`, `fps` at each distinct score, highest first (float64 as it keeps them)."""
         _, total, pos = self.occupied()
@@ -121,7 +125,7 @@ class ScoreHistogram:
         """scikit-learn's average_precision_score of the voxels; NaN without positives (undefined)."""
         if self.n_positive == 0 or self.n_voxels == 0:
             return float("nan")
-        tps, fps = self._descending_counts()
+        tps, fps = self._descending_counts
         ps = tps + fps
         precision = np.where(ps != 0, tps / np.where(ps != 0, ps, 1), 0.0)
         recall = tps / tps[-1]
@@ -133,7 +137,7 @@ class ScoreHistogram:
         """scikit-learn's roc_auc_score of the voxels; NaN when they hold one class only."""
         if self.n_positive in (0, self.n_voxels):
             return float("nan")
-        tps, fps = self._descending_counts()
+        tps, fps = self._descending_counts
         if len(fps) > 2:  # roc_curve(drop_intermediate=True): same area, the same float sums
             keep = np.concatenate([[True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]])
             tps, fps = tps[keep], fps[keep]
