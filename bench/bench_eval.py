@@ -4,7 +4,7 @@ interleaved in one process; the threshold search over a validation split; a whol
 files on 1 and 2 threads, with the peak memory of the job.
 
     OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python bench/bench_eval.py          # everything (~15 min)
-    .venv/bin/python bench/bench_eval.py --skip-split                             # per-step tables only
+    .venv/bin/python bench/bench_eval.py --parts steps                            # per-step tables only
     .venv/bin/python bench/bench_eval.py --split-volumes 200 --val-volumes 20     # a smaller split
 
 Synthetic volumes (brain ellipsoid, irregular lesion, smooth residual) at the paper's 96 x 96 x 50 and
@@ -120,7 +120,8 @@ def bench_steps(grid: str, n_volumes: int, reps: int) -> None:
         print(f"| {s} | {b:.4f} | {a:.4f} | {b / a:.1f}x |" if b > 0 else f"| {s} | - | {a:.4f} | |")
 
 
-def bench_search(n_volumes: int, reps: int, tmp: Path) -> None:
+def bench_search(n_volumes: int, reps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The search's before/after table (reps > 0); returns the 8 distinct paper-sized maps and labels."""
     shape, spacing = GRIDS["paper"]
     vox = postprocess.voxel_settings(spacing_mm=spacing)
     base = [synthetic_volume(shape, 100 + s) for s in range(8)]
@@ -128,6 +129,8 @@ def bench_search(n_volumes: int, reps: int, tmp: Path) -> None:
                                              median_size=vox["median_size"], dtype=np.float16)
                      for i, r, m, _ in base])
     segs = np.stack([v[3] for v in base])
+    if reps <= 0:
+        return maps, segs
     idx = np.arange(n_volumes) % len(base)
     val_maps, val_segs = maps[idx], segs[idx]
     print(f"\nthreshold search over a validation split of {n_volumes} paper-sized volumes (seconds, median of "
@@ -177,7 +180,7 @@ def write_split(tmp: Path, maps: np.ndarray, segs: np.ndarray, n: int) -> tuple[
 
 
 JOB = """
-import json, os, resource, sys, time
+import json, os, sys, time
 infer, slices, threads, job = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 os.sched_setaffinity(0, set(range(min(threads, os.cpu_count()))))  # one core per thread, as a job gets
 from pddpm.evaluate.split import per_volume, split_threshold
@@ -187,8 +190,13 @@ if job == "metrics":
     n = len(table)
 else:
     n = split_threshold(infer, slices, threads=threads)["n_volumes"]
-print(json.dumps({"seconds": time.perf_counter() - t0, "n": n,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM: this process's peak resident memory (ru_maxrss would keep the parent's across exec)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+# the largest worker process (forked: it shares the job's pages, so this counts them again)
+import resource
+worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"seconds": time.perf_counter() - t0, "n": n, "peak_rss_mb": hwm / 1024,
+                  "worker_rss_mb": worker / 1024}))
 """
 
 
@@ -197,15 +205,17 @@ def bench_split(maps: np.ndarray, segs: np.ndarray, n: int, tmp: Path) -> None:
     size = (infer.stat().st_size + slices.stat().st_size) / 1e9
     print(f"\nwhole test split: {n} paper-sized volumes from their files ({size:.1f} GB on disk, written in "
           f"{t:.0f} s); each run a fresh process (its peak RSS), its progress bar on stderr")
-    print("| job | threads | seconds | volumes/s | peak RSS (MB) |\n|---|---|---|---|---|")
+    print("| job | threads | seconds | volumes/s | peak RSS of the job (MB) | largest worker (MB) |\n"
+          "|---|---|---|---|---|---|")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     for job in ("metrics", "threshold"):
         for threads in (1, 2):
             proc = subprocess.run([sys.executable, "-c", JOB, str(infer), str(slices), str(threads), job],
                                   capture_output=True, text=True, env=env, check=True)
             res = json.loads(proc.stdout.strip().splitlines()[-1])
+            worker = f"{res['worker_rss_mb']:.0f}" if threads > 1 else "-"
             print(f"| {job} | {threads} | {res['seconds']:.1f} | {res['n'] / res['seconds']:.1f} | "
-                  f"{res['peak_rss_mb']:.0f} |")
+                  f"{res['peak_rss_mb']:.0f} | {worker} |")
 
 
 def main() -> None:
@@ -214,17 +224,19 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--val-volumes", type=int, default=100, help="the paper's BraTS validation split: 100")
     ap.add_argument("--split-volumes", type=int, default=1151, help="the paper's BraTS test split: 1151")
-    ap.add_argument("--skip-split", action="store_true", help="per-step tables only")
+    ap.add_argument("--parts", default="steps,search,split", help="comma-separated: steps, search, split")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     print(f"load: {os.getloadavg()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"CPUs allowed: {len(os.sched_getaffinity(0))}")
-    for grid in ("paper", "demo"):
-        bench_steps(grid, args.volumes, args.reps)
-    if args.skip_split:
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        maps, segs = bench_search(args.val_volumes, args.reps, Path(tmp))
-        bench_split(maps, segs, args.split_volumes, Path(tmp))
+    if "steps" in parts:
+        for grid in ("paper", "demo"):
+            bench_steps(grid, args.volumes, args.reps)
+    if parts & {"search", "split"}:
+        with tempfile.TemporaryDirectory() as tmp:
+            maps, segs = bench_search(args.val_volumes, args.reps if "search" in parts else 0)
+            if "split" in parts:
+                bench_split(maps, segs, args.split_volumes, Path(tmp))
     print(f"load: {os.getloadavg()}")
 
 

@@ -23,8 +23,9 @@ rule threshold:
         ds="|".join(ANOMALOUS) or "^$",
     conda:
         "../envs/eval.yaml"
-    # speed only: the script reads it from `threads`, so changing it reruns nothing
-    threads: config["evaluate"]["threads"]
+    # one pass over the split's voxels into a histogram: worker processes would cost more in moving
+    # the volumes than they save (bench/bench_eval.py)
+    threads: 1
     resources:
         mem_mb=eval_mem_mb,
         runtime=30,
@@ -48,6 +49,7 @@ rule metrics:
         ds="|".join(EVAL_DATASETS),
     conda:
         "../envs/eval.yaml"
+    # speed only: the script reads it from `threads` (worker processes), so changing it reruns nothing
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=eval_mem_mb,

@@ -38,19 +38,46 @@ def _as_scores(scores: np.ndarray) -> np.ndarray:
 
 class ScoreHistogram:
     """Voxel counts at each distinct score value (ascending `values`): `total` voxels, `positive` ones
-    inside the ground truth. Bins may be empty (float16 maps keep one bin per float16 value, so that
-    the histograms of many volumes add up)."""
+    inside the ground truth. Bins may be empty. A float16 histogram keeps the counts per bit pattern
+    (`raw`, 65,536 bins) until the values are asked for, so that the histograms of a split's volumes add
+    up bin by bin."""
 
-    def __init__(self, values: np.ndarray, total: np.ndarray, positive: np.ndarray):
-        self.values = np.asarray(values, dtype=np.float64)
-        self.total = np.asarray(total, dtype=np.int64)
-        self.positive = np.asarray(positive, dtype=np.int64)
+    def __init__(self, values: np.ndarray | None, total: np.ndarray, positive: np.ndarray):
+        """`values` None: `total` and `positive` count the float16 bit patterns."""
+        self._raw = values is None
+        if self._raw:
+            self.raw_total = np.asarray(total, dtype=np.int64)
+            self.raw_positive = np.asarray(positive, dtype=np.int64)
+        else:
+            self.values = np.asarray(values, dtype=np.float64)
+            self.total = np.asarray(total, dtype=np.int64)
+            self.positive = np.asarray(positive, dtype=np.int64)
+
+    def _from_bits(self) -> None:
+        """values, total, positive of a float16 histogram: its bit patterns in value order, made once."""
+        if self.raw_total[_F16_NAN].any():
+            raise PddpmInputError("the anomaly map holds NaN values; rerun the `infer` rule for it")
+        n = len(_F16_VALUES)
+        self.__dict__.update(
+            values=_F16_VALUES,
+            total=np.bincount(_F16_RANK, weights=self.raw_total, minlength=n).astype(np.int64),
+            positive=np.bincount(_F16_RANK, weights=self.raw_positive, minlength=n).astype(np.int64))
+
+    # set by __init__, or made from the bit patterns when first read (the instance's own value wins)
+    @functools.cached_property
+    def values(self) -> np.ndarray:
+        self._from_bits()
+        return self.__dict__["values"]
 
     @functools.cached_property
-    def _above(self) -> tuple[np.ndarray, np.ndarray]:
-        """Voxels and positive voxels strictly above values[k], at index k + 1 (index 0: all of them)."""
-        return (np.concatenate([np.cumsum(self.total[::-1])[::-1], [0]]),
-                np.concatenate([np.cumsum(self.positive[::-1])[::-1], [0]]))
+    def total(self) -> np.ndarray:
+        self._from_bits()
+        return self.__dict__["total"]
+
+    @functools.cached_property
+    def positive(self) -> np.ndarray:
+        self._from_bits()
+        return self.__dict__["positive"]
 
     @classmethod
     def of(cls, scores: np.ndarray, gt: np.ndarray) -> ScoreHistogram:
@@ -66,12 +93,7 @@ class ScoreHistogram:
             rest = bits[bits != 0]
             raw = np.bincount(rest, minlength=1 << 16)
             raw[0] += len(bits) - len(rest)
-            if raw[_F16_NAN].any():
-                raise PddpmInputError("the anomaly map holds NaN values; rerun the `infer` rule for it")
-            raw_pos = np.bincount(bits[gt], minlength=1 << 16)
-            n = len(_F16_VALUES)
-            return cls(_F16_VALUES, np.bincount(_F16_RANK, weights=raw, minlength=n),
-                       np.bincount(_F16_RANK, weights=raw_pos, minlength=n))
+            return cls(None, raw, np.bincount(bits[gt], minlength=1 << 16))
         values, inverse = np.unique(flat, return_inverse=True)
         if len(values) and np.isnan(values[-1]):
             raise PddpmInputError("the anomaly map holds NaN values; rerun the `infer` rule for it")
@@ -84,20 +106,29 @@ class ScoreHistogram:
         hists = list(histograms)
         if not hists:
             raise ValueError("no histograms to add")
-        if all(h.values is _F16_VALUES for h in hists):
-            return cls(_F16_VALUES, sum(h.total for h in hists), sum(h.positive for h in hists))
+        if all(h._raw for h in hists):
+            return cls(None, sum(h.raw_total for h in hists), sum(h.raw_positive for h in hists))
         values, inverse = np.unique(np.concatenate([h.values for h in hists]), return_inverse=True)
         total = np.bincount(inverse, weights=np.concatenate([h.total for h in hists]), minlength=len(values))
         pos = np.bincount(inverse, weights=np.concatenate([h.positive for h in hists]), minlength=len(values))
         return cls(values, total, pos)
 
+    def add(self, other: ScoreHistogram) -> ScoreHistogram:
+        """self + other; adds in place where both count float16 bit patterns (a split's running sum)."""
+        if self._raw and other._raw and "values" not in self.__dict__:
+            self.raw_total += other.raw_total
+            self.raw_positive += other.raw_positive
+            self.__dict__.pop("n_positive", None)
+            return self
+        return ScoreHistogram.sum([self, other])
+
     @property
     def n_voxels(self) -> int:
-        return int(self.total.sum())
+        return int((self.raw_total if self._raw else self.total).sum())
 
     @functools.cached_property
     def n_positive(self) -> int:
-        return int(self.positive.sum())
+        return int((self.raw_positive if self._raw else self.positive).sum())
 
     def max_value(self) -> float:
         return float(self.values[np.flatnonzero(self.total)[-1]])
@@ -107,6 +138,12 @@ class ScoreHistogram:
         k = int(np.searchsorted(self.values, np.float64(np.float32(t)), side="right"))
         above_total, above_positive = self._above
         return int(above_total[k]), int(above_positive[k])
+
+    @functools.cached_property
+    def _above(self) -> tuple[np.ndarray, np.ndarray]:
+        """Voxels and positive voxels strictly above values[k], at index k + 1 (index 0: all of them)."""
+        return (np.concatenate([np.cumsum(self.total[::-1])[::-1], [0]]),
+                np.concatenate([np.cumsum(self.positive[::-1])[::-1], [0]]))
 
     def occupied(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(values, total, positive) of the bins that hold voxels."""

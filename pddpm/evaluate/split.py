@@ -2,17 +2,19 @@
 of a test split. Checks that the inference output and the slices file describe the same volumes.
 
 Both read the split one volume at a time (pddpm.evaluate.volumes), so memory does not grow with the
-split; `threads` volumes are evaluated in parallel (numpy and scipy release the GIL in the heavy steps).
+split; `threads` volumes are evaluated in parallel, on as many worker processes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +52,10 @@ def _open_pair(infer_path, slices_path, infer_key: str, slices_key: str) -> tupl
 
 def map_volumes(fn: Callable, items: Iterable[tuple], *, threads: int = 1, total: int | None = None,
                 progress: bool = True, desc: str = "volumes") -> Iterator:
-    """fn(*item) for each item, in order, on `threads` threads with at most 2 x threads items in flight
-    (the items are read as they are needed, so memory stays bounded)."""
+    """fn(*item) for each item, in order. With `threads` > 1 on that many worker processes (forked: the
+    GIL would serialise much of the numpy and scipy work of threads), with at most 2 x threads items in
+    flight: the items are read as they are needed, so memory stays bounded. `fn` must pickle (a module
+    function or a functools.partial of one)."""
     bar = tqdm(total=total, desc=desc, unit="vol", disable=not progress, mininterval=5)
     try:
         if threads <= 1:
@@ -59,7 +63,8 @@ def map_volumes(fn: Callable, items: Iterable[tuple], *, threads: int = 1, total
                 yield fn(*item)
                 bar.update()
             return
-        with ThreadPoolExecutor(threads) as pool:
+        # fork, not spawn: a spawned worker would re-run the job script that imported this module
+        with ProcessPoolExecutor(threads, mp_context=multiprocessing.get_context("fork")) as pool:
             pending: deque = deque()
             for item in items:
                 pending.append(pool.submit(fn, *item))
@@ -73,12 +78,21 @@ def map_volumes(fn: Callable, items: Iterable[tuple], *, threads: int = 1, total
         bar.close()
 
 
+def _metrics_row(amap, seg, threshold, min_component_voxels, search, steps) -> dict:
+    return volume_metrics(amap, seg, threshold, min_component_voxels=min_component_voxels, search=search,
+                          steps=steps)
+
+
+def _error_row(recon, image) -> dict:
+    return {"recon_error": recon_error(image, recon)}
+
+
 def split_threshold(infer_path: str | os.PathLike, slices_path: str | os.PathLike, method: str = "interval",
                     steps: int = 10, threads: int = 1, progress: bool = True) -> dict:
     """The Dice-optimal threshold over all voxels of a validation split (see threshold.choose_threshold):
     one histogram per volume (in parallel), their sum, the search on it."""
     _, maps, segs = _open_pair(infer_path, slices_path, "anomaly", "seg")
-    parts = map_volumes(lambda m, s: volume_histogram(m, s, str(slices_path)), zip(maps, segs, strict=True),
+    parts = map_volumes(partial(volume_histogram, source=str(slices_path)), zip(maps, segs, strict=True),
                         threads=threads, total=len(maps), progress=progress, desc="threshold")
     result = threshold_of(*add_histograms(parts), method=method, steps=steps, source=str(slices_path))
     result.update(infer=str(infer_path), slices=str(slices_path))
@@ -96,19 +110,12 @@ def per_volume(infer_path: str | os.PathLike, slices_path: str | os.PathLike, *,
         raise PddpmInputError(f"{slices_path}: an anomalous test split needs the threshold from its val split")
     if anomalous:
         subjects, maps, segs = _open_pair(infer_path, slices_path, "anomaly", "seg")
-
-        def row(amap, seg):
-            return volume_metrics(amap, seg, threshold, min_component_voxels=min_component_voxels,
-                                  search=search, steps=steps)
-
+        row = partial(_metrics_row, threshold=threshold, min_component_voxels=min_component_voxels,
+                      search=search, steps=steps)
         items, columns = zip(maps, segs, strict=True), ["dice", "auprc", "auroc", "best_dice"]
     else:
         subjects, recons, images = _open_pair(infer_path, slices_path, "recon", "image")
-
-        def row(recon, image):
-            return {"recon_error": recon_error(image, recon)}
-
-        items, columns = zip(recons, images, strict=True), ["recon_error"]
+        row, items, columns = _error_row, zip(recons, images, strict=True), ["recon_error"]
     rows = list(map_volumes(row, items, threads=threads, total=len(subjects), progress=progress,
                             desc="metrics"))
     table = pd.DataFrame(rows, columns=columns)

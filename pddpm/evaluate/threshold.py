@@ -81,25 +81,31 @@ def exact_search(scores: np.ndarray | ScoreHistogram, gt: np.ndarray | None = No
 
 
 def volume_histogram(amap: np.ndarray, seg: np.ndarray,
-                     source: str = "validation split") -> tuple[ScoreHistogram, float]:
-    """(histogram, max) of one validation volume: what the threshold search needs of it."""
+                     source: str = "validation split") -> tuple[ScoreHistogram, float | None]:
+    """(histogram, max) of one validation volume: what the threshold search needs of it. The max is None
+    for float16/float32 maps: the top value of the split's histogram is theirs; wider maps are searched
+    in their own precision, as np.max(maps) gives it."""
     if np.shape(amap) != np.shape(seg):
         raise PddpmInputError(f"{source}: anomaly maps {np.shape(amap)} and segmentations {np.shape(seg)} "
                               "are on different grids; rerun inference on this slices file")
-    hist = ScoreHistogram.of(amap, seg)
-    # float16/float32 maps: the histogram's top value is the max; wider maps are searched in their own
-    # precision, as np.max(maps) gives it
     wide = np.asarray(amap).dtype not in (np.float16, np.float32)
-    return hist, float(np.max(amap)) if wide else hist.max_value()
+    return ScoreHistogram.of(amap, seg), float(np.max(amap)) if wide else None
 
 
-def add_histograms(parts: Iterable[tuple[ScoreHistogram, float]]) -> tuple[ScoreHistogram | None, float, int]:
+def add_histograms(parts: Iterable[tuple[ScoreHistogram, float | None]]) -> tuple[ScoreHistogram | None, float,
+                                                                                   int]:
     """(histogram of all voxels, max of the maps, number of volumes) of per-volume results."""
-    hist, top, n = None, -np.inf, 0
+    hist, tops, n = None, [], 0
     for h, t in parts:
-        hist = h if hist is None else ScoreHistogram.sum([hist, h])
-        top, n = max(top, t), n + 1
-    return hist, top, n
+        hist = h if hist is None else hist.add(h)
+        if t is not None:
+            tops.append(t)
+        n += 1
+    if hist is None:
+        return None, float("nan"), 0
+    if len(tops) < n:  # some maps' max is the histogram's
+        tops.append(hist.max_value())
+    return hist, max(tops), n
 
 
 def threshold_of(hist: ScoreHistogram | None, top: float, n_volumes: int, method: str = "interval",

@@ -7,9 +7,9 @@ POSTPROCESS_VOXELS = voxel_settings(config["evaluate"], config["slices"]["target
 
 
 def eval_mem_mb(wildcards, threads):
-    # the split is read one volume at a time: a few float16/uint8 volumes and their histograms per
-    # thread (measured: bench/bench_eval.py, docs/evaluation.md), whatever the split's size
-    return 1000 + 250 * threads
+    # the split is read one volume at a time, whatever its size: about 100 MB for the job and as much per
+    # worker process on the paper's grid (measured: bench/bench_eval.py, docs/evaluation.md)
+    return 500 + 250 * threads
 
 
 def anomalous_param(wildcards, key):
