@@ -194,9 +194,10 @@ else:
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
 # the largest worker process (forked: it shares the job's pages, so this counts them again)
 import resource
-worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"seconds": time.perf_counter() - t0, "n": n, "peak_rss_mb": hwm / 1024,
-                  "worker_rss_mb": worker / 1024}))
+                  "worker_rss_mb": kids.ru_maxrss / 1024, "cpu_job": own.ru_utime + own.ru_stime,
+                  "cpu_workers": kids.ru_utime + kids.ru_stime}))
 """
 
 
@@ -205,8 +206,10 @@ def bench_split(maps: np.ndarray, segs: np.ndarray, n: int, tmp: Path) -> None:
     size = (infer.stat().st_size + slices.stat().st_size) / 1e9
     print(f"\nwhole test split: {n} paper-sized volumes from their files ({size:.1f} GB on disk, written in "
           f"{t:.0f} s); each run a fresh process (its peak RSS), its progress bar on stderr")
-    print("| job | threads | seconds | volumes/s | peak RSS of the job (MB) | largest worker (MB) |\n"
-          "|---|---|---|---|---|---|")
+    print("CPU s: of the job's own process / of its workers (on a machine with free cores the wall time "
+          "tends to the larger of the job's and workers / threads)")
+    print("| job | threads | seconds | volumes/s | CPU s job / workers | peak RSS of the job (MB) | "
+          "largest worker (MB) |\n|---|---|---|---|---|---|---|")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     for job in ("metrics", "threshold"):
         for threads in (1, 2):
@@ -215,7 +218,7 @@ def bench_split(maps: np.ndarray, segs: np.ndarray, n: int, tmp: Path) -> None:
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             worker = f"{res['worker_rss_mb']:.0f}" if threads > 1 else "-"
             print(f"| {job} | {threads} | {res['seconds']:.1f} | {res['n'] / res['seconds']:.1f} | "
-                  f"{res['peak_rss_mb']:.0f} | {worker} |")
+                  f"{res['cpu_job']:.1f} / {res['cpu_workers']:.1f} | {res['peak_rss_mb']:.0f} | {worker} |")
 
 
 def main() -> None:

@@ -32,7 +32,8 @@ def _as_scores(scores: np.ndarray) -> np.ndarray:
     if scores.dtype == np.float16:
         return scores
     scores = scores.astype(np.float32, copy=False)
-    narrow = scores.astype(np.float16)
+    with np.errstate(over="ignore"):  # beyond float16's range: not float16 values, the np.unique way
+        narrow = scores.astype(np.float16)
     return narrow if np.array_equal(narrow, scores) else scores
 
 
