@@ -1,5 +1,6 @@
-# Stage: splits and slices (issue 4). Split sheets per data set in the original CSV layout, checked for
-# duplicates, leakage and missing files; then one array file per (data set, split) on the model grid.
+# Stage: splits and slices (docs/splits-and-slices.md). Split sheets per data set in the original CSV
+# layout, checked for duplicates, leakage and missing files; then one array file per (data set, split) on
+# the model grid.
 
 
 include: "helpers/slices.smk"
@@ -18,7 +19,7 @@ SPLIT_PARAMS = dict(
     anomalous=lambda wc: is_anomalous(wc.ds),
     files=lambda wc: None if authors_sheets(wc.ds) else subject_files(wc.ds),
     authors=lambda wc: authors_sheets(wc.ds),
-    root=lambda wc: ds_cfg(wc.ds).get("path"),
+    root=lambda wc: ds_cfg(wc.ds)["path"],
     kind=lambda wc: ds_cfg(wc.ds)["kind"],
     folds=config["splits"]["folds"],
     val_fraction=config["splits"]["val_fraction"],
@@ -35,11 +36,11 @@ rule splits:
     input:
         unpack(splits_input),
     output:
-        f"{RES}/splits/{{ds}}_{{split}}.csv",
+        artefacts.SPLIT_SHEET,
     log:
         log("splits", "{ds}_{split}"),
     wildcard_constraints:
-        split=SPLIT_PATTERN,
+        split=artefacts.SPLIT_PATTERN,
     conda:
         "../envs/preprocess.yaml"
     threads: 1
@@ -55,7 +56,7 @@ rule splits:
 use rule splits as split_defects with:
     output:
         report(
-            f"{RES}/splits/{{ds}}_defects.tsv",
+            artefacts.SPLIT_DEFECTS,
             caption="../report/splits_defects.rst",
             category="3. Splits and slices",
             subcategory="{ds}",
@@ -67,17 +68,17 @@ use rule splits as split_defects with:
 
 rule slices:
     input:
-        sheet=f"{RES}/splits/{{ds}}_{{split}}.csv",
+        sheet=artefacts.SPLIT_SHEET,
         # superset of the sheet's rows: the job reads the sheet to pick them
         preprocessed=subject_inputs,
     output:
-        f"{RES}/slices/{{ds}}_{{split}}.npz",
+        artefacts.SLICES,
     log:
         log("slices", "{ds}_{split}"),
     benchmark:
         bench("slices", "{ds}_{split}")
     wildcard_constraints:
-        split=SPLIT_PATTERN,
+        split=artefacts.SPLIT_PATTERN,
     conda:
         "../envs/preprocess.yaml"
     threads: 2
@@ -97,10 +98,10 @@ rule slices:
 
 rule slices_preview:
     input:
-        f"{RES}/slices/{{ds}}_{{split}}.npz",
+        artefacts.SLICES,
     output:
         report(
-            f"{RES}/slices/preview/{{ds}}_{{split}}.png",
+            artefacts.SLICES_PREVIEW,
             caption="../report/splits_slices_preview.rst",
             category="3. Splits and slices",
             subcategory="{ds}",
@@ -109,7 +110,7 @@ rule slices_preview:
     log:
         log("slices_preview", "{ds}_{split}"),
     wildcard_constraints:
-        split=SPLIT_PATTERN,
+        split=artefacts.SPLIT_PATTERN,
     conda:
         "../envs/preprocess.yaml"
     threads: 1
@@ -123,7 +124,9 @@ rule slices_preview:
 
 
 for _ds in DATASETS:
-    TARGETS.append(f"{RES}/splits/{_ds}_defects.tsv")
-    TARGETS.extend(f"{RES}/splits/{_ds}_{s}.csv" for s in split_names(_ds))
-    TARGETS.extend(f"{RES}/slices/{_ds}_{s}.npz" for s in slice_splits(_ds))
-    TARGETS.append(f"{RES}/slices/preview/{_ds}_test.png")  # one look per data set, in the report
+    TARGETS.append(fill(artefacts.SPLIT_DEFECTS, ds=_ds))
+    TARGETS.extend(fill(artefacts.SPLIT_SHEET, ds=_ds, split=s) for s in split_names(_ds))
+    TARGETS.extend(fill(artefacts.SLICES, ds=_ds, split=s) for s in slice_splits(_ds))
+    TARGETS.append(
+        fill(artefacts.SLICES_PREVIEW, ds=_ds, split="test")
+    )  # one look per data set, in the report

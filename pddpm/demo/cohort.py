@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from pddpm import artefacts
 from pddpm.demo import fields, lesions
 from pddpm.demo.anatomy import (
     ATLAS_AFFINE,
@@ -244,9 +245,5 @@ def describe(subject: Subject) -> str:
 
 def write_subjects_tsv(path: str | os.PathLike, subjects: list[str], anomalous: bool) -> None:
     """subjects.tsv: subject, t2, seg, label (file names relative to the data set folder)."""
-    lines = ["subject\tt2\tseg\tlabel"]
-    for sub in subjects:
-        seg = f"{sub}_seg.nii.gz" if anomalous else ""
-        lines.append(f"{sub}\t{sub}_t2.nii.gz\t{seg}\t{int(anomalous)}")
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text("\n".join(lines) + "\n")
+    rows = [artefacts.subjects_row(sub, has_seg=anomalous, label=int(anomalous)) for sub in subjects]
+    artefacts.write_subjects_tsv(rows, path)

@@ -3,27 +3,30 @@ of a test split. Checks that the inference output and the slices file describe t
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+# the files' readers and writers live in pddpm.artefacts; the old names stay importable from here
+from pddpm.artefacts import (
+    load_inference,
+    load_split,
+    per_volume_columns,
+    read_threshold,  # noqa: F401
+)
+from pddpm.artefacts import write_per_volume as write_csv  # noqa: F401
+from pddpm.artefacts import write_threshold as write_json  # noqa: F401
 from pddpm.errors import PddpmInputError
-from pddpm.evaluate.inference_file import load_inference
 from pddpm.evaluate.metrics import recon_error, volume_metrics
 from pddpm.evaluate.threshold import choose_threshold
-from pddpm.io import atomic_path
 
 log = logging.getLogger("pddpm.evaluate")
 
 
 def _load_pair(infer_path, slices_path) -> tuple[dict, dict]:
-    from pddpm.slices import load_split
-
     inf = load_inference(infer_path)
     split = load_split(slices_path, mmap=True)
     subs_i = np.asarray(inf["subjects"]).astype(str).tolist()
@@ -65,25 +68,4 @@ def per_volume(infer_path: str | os.PathLike, slices_path: str | os.PathLike, *,
         else:
             row["recon_error"] = recon_error(split["image"][i], inf["recon"][i])
         rows.append(row)
-    columns = ["subject", "dice", "auprc", "auroc", "best_dice"] if anomalous else ["subject", "recon_error"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def write_json(obj: dict, path: str | os.PathLike) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    return Path(path)
-
-
-def read_threshold(path: str | os.PathLike) -> float:
-    path = Path(path)
-    try:
-        return float(json.loads(path.read_text())["threshold"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PddpmInputError(f"{path}: no readable `threshold` ({exc}); delete it and rerun `threshold`") from exc
-
-
-def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
-    return Path(path)
+    return pd.DataFrame(rows, columns=per_volume_columns(anomalous))

@@ -1,23 +1,16 @@
 # Functions of rules/data.smk (kept apart from the rules, as snakemake's linter asks).
 import functools
 import os
-import re
-from pddpm.data import brats as data_brats
+from pddpm.artefacts import read_subjects_tsv
 from pddpm.data import download as data_download
 from pddpm.data import local as data_local
 from pddpm.data import preprocessed_layout as data_prep
-from pddpm.data.raw import read_subjects_tsv, subjects_table
+from pddpm.data.raw import subject_rows
 from pddpm.errors import PddpmInputError
 
 
 def _datasets_of(source):
     return [ds for ds in DATASETS if ds_cfg(ds)["source"] == source]
-
-
-def _one_of(names):
-    """Wildcard regex matching exactly `names` (nothing at all when empty), so these rules never
-    compete with the demo's rules for the same files."""
-    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
 
 
 def _source_files(source):

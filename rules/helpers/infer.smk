@@ -2,9 +2,9 @@
 
 
 def infer_inputs(wildcards):
-    inputs = {"slices": f"{RES}/slices/{wildcards.ds}_{wildcards.split}.npz"}
+    inputs = {"slices": fill(artefacts.SLICES, ds=wildcards.ds, split=wildcards.split)}
     if wildcards.model != "thresh":
-        inputs["model"] = f"{RES}/models/{wildcards.model}/fold{wildcards.fold}/model.pt"
+        inputs["model"] = fill(artefacts.MODEL, model=wildcards.model, fold=wildcards.fold)
     return inputs
 
 

@@ -1,5 +1,4 @@
 # Functions of rules/report.smk (kept apart from the rules, as snakemake's linter asks).
-from pathlib import Path
 
 
 def table_settings():
@@ -21,14 +20,10 @@ def figure_mem_mb(wildcards, input):
 
 
 def per_volume_files(datasets):
-    return [
-        f"{RES}/eval/{m}/fold{f}/{ds}_per_volume.csv"
+    """(model, fold, data set) -> its per-volume file, for every model and fold of the report."""
+    return {
+        (m, f, ds): fill(artefacts.PER_VOLUME, model=m, fold=f, ds=ds)
         for m in REPORT_MODELS
         for f in REPORT_FOLDS
         for ds in datasets
-    ]
-
-
-def eval_dir_of(per_volume_csvs):
-    """The evaluation root of per-volume tables laid out as <root>/{model}/fold{k}/{ds}_per_volume.csv."""
-    return str(Path(list(per_volume_csvs)[0]).parents[2])
+    }

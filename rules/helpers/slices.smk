@@ -1,7 +1,6 @@
 # Functions of rules/slices.smk (kept apart from the rules, as snakemake's linter asks).
 from pddpm.data.preprocessed_layout import SHEET_PREFIX as AUTHORS_SHEET_PREFIX
 from pddpm.data.preprocessed_layout import data_root as authors_data_root
-from pddpm.splits import SPLIT_PATTERN
 
 
 def subject_files(ds):
@@ -30,7 +29,7 @@ def splits_input(wildcards):
 
 
 def anomalous_val_fraction(ds):
-    return ds_cfg(ds).get("val_fraction") or config["splits"]["anomalous_val_fraction"]
+    return ds_cfg(ds)["val_fraction"] or config["splits"]["anomalous_val_fraction"]
 
 
 def slices_mem_mb(wildcards):
@@ -46,8 +45,7 @@ def slice_splits(ds):
     """The splits used downstream: the training set's folds that run and its test set; anomalous val and
     test (threshold and evaluation)."""
     if is_anomalous(ds):
-        return ["val", "test"]
+        return list(artefacts.ANOMALOUS_SPLITS)
     if ds != config["train_dataset"]:
         return ["test"]
-    folds = [k for k in config["folds_to_run"] if k < config["splits"]["folds"]]
-    return [f"{s}_fold{k}" for k in folds for s in ("train", "val")] + ["test"]
+    return artefacts.fold_splits(config["folds_to_run"]) + ["test"]
