@@ -47,7 +47,7 @@ def skullstrip_backend(ds):
 
 
 def log(rule, *parts):
-    """results/logs/{rule}/{parts...}.log: every rule logs."""
+    """results/logs/{rule}/{parts...}.log (artefacts.LOG): every rule logs."""
     return fill(artefacts.LOG, name=os.path.join(rule, *parts))
 
 
