@@ -1,4 +1,4 @@
-"""From a preprocessed volume to the model grid (SPEC section 3), and the per-split array file.
+"""From a preprocessed volume to the model grid (docs/spec.md section 3), and the per-split array file.
 
 Per subject, in this order (as the original's torchio pipeline):
 1. curvature-flow smoothing of the intensity image only (SimpleITK, time step 0.125, 3 iterations);

@@ -144,7 +144,7 @@ def test_table_in_three_formats_with_independently_computed_fold_statistics(tmp_
     assert np.isnan(ours.loc["thresh", "demo_ixi_recon_error_mean"])  # no reconstruction: n/a
     assert (ours["n_folds"] == 2).all()
     assert csv["run_name"].eq("tiny_demo").all() and csv["demo_cohort"].all()
-    # paper rows beside ours, in the paper's order (Thresh, DDPM, pDDPM), numbers from SPEC section 8
+    # paper rows beside ours, in the paper's order (Thresh, DDPM, pDDPM), numbers from docs/spec.md section 8
     assert list(zip(csv["model"], csv["source"], strict=True)) == [
         (m, s) for m in ("thresh", "ddpm", "pddpm") for s in ("this run", "paper")]
     paper = csv[csv["source"] == "paper"].set_index("model")
@@ -188,21 +188,20 @@ def test_single_fold_has_no_spread_and_real_data_no_demo_note(tmp_path):
 
 def test_reference_numbers_match_spec_section_8():
     ref = table.load_reference()
-    spec = (REPO.parent / "shared" / "SPEC.md")
+    spec = REPO / "docs" / "spec.md"
     assert set(ref["method"]) == {"thresh", "ae", "vae", "svae", "dae", "fanogan", "ddpm", "pddpm"}
     assert ref["source"].str.contains("MIDL 2023, Table 1").all()
     row = ref.set_index(["method", "dataset", "metric"])
     assert row.loc[("ddpm", "brats", "auprc"), "mean"] == 49.78
     assert row.loc[("fanogan", "mslub", "dice"), "std"] == 1.18
-    if spec.exists():  # cross-check every number against the spec's table where it is available
-        text = spec.read_text()
-        for (method, ds, metric), r in row.iterrows():
-            label = r["label"]
-            line = next(li for li in text.splitlines() if li.startswith(f"| {label} |"))
-            cells = [c.strip() for c in line.strip("|").split("|")][1:]
-            cell = cells[{"brats": 0, "mslub": 2}[ds] + {"dice": 0, "auprc": 1}[metric]]
-            expect = f"{r['mean']:.2f}" + ("" if np.isnan(r["std"]) else f" +- {r['std']:.2f}")
-            assert cell == expect, (method, ds, metric)
+    text = spec.read_text()  # every number against the spec's table (docs/spec.md section 8)
+    for (method, ds, metric), r in row.iterrows():
+        label = r["label"]
+        line = next(li for li in text.splitlines() if li.startswith(f"| {label} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        cell = cells[{"brats": 0, "mslub": 2}[ds] + {"dice": 0, "auprc": 1}[metric]]
+        expect = f"{r['mean']:.2f}" + ("" if np.isnan(r["std"]) else f" +- {r['std']:.2f}")
+        assert cell == expect, (method, ds, metric)
 
 
 def test_missing_model_or_dataset_in_eval_outputs_is_a_clear_error(tmp_path):

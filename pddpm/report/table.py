@@ -120,7 +120,7 @@ def aggregate_over_folds(per_volume: pd.DataFrame, ddof: int = 1) -> pd.DataFram
 
 
 def load_reference(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The paper's numbers (SPEC section 8): method, label, dataset (a kind), metric, mean, std, source."""
+    """The paper's numbers (docs/spec.md section 8): method, label, dataset (a kind), metric, mean, std, source."""
     if path is None:
         with resources.as_file(resources.files("pddpm") / "data" / "reference_table1.csv") as p:
             return pd.read_csv(p)

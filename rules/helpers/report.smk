@@ -3,13 +3,19 @@
 
 def table_settings():
     """What the table prints: the run, the models and folds, and each data set's role and origin."""
-    keep = ("kind", "role", "source", "n_subjects")
+    # n_subjects: demo data sets only (the schema allows it nowhere else)
     return {
         "run_name": config["run_name"],
         "models": REPORT_MODELS,
         "folds_to_run": REPORT_FOLDS,
         "train_dataset": config["train_dataset"],
-        "datasets": {ds: {k: ds_cfg(ds).get(k) for k in keep} for ds in TABLE_DATASETS},
+        "datasets": {
+            ds: {
+                **{k: ds_cfg(ds)[k] for k in ("kind", "role", "source")},
+                "n_subjects": ds_cfg(ds).get("n_subjects"),
+            }
+            for ds in TABLE_DATASETS
+        },
     }
 
 
