@@ -76,9 +76,14 @@ def atlas_outputs():
     return {k: fill(artefacts.ATLAS, key=k) for k in ("t1", "t2", "mask")}
 
 
+def has_network(model):
+    """Every model but `thresh`, the intensity baseline, whose anomaly map is the image itself."""
+    return model != "thresh"
+
+
 def trained_models():
-    """Models with a network to train (thresh needs none)."""
-    return [m for m in config["models"] if m != "thresh"]
+    """Models with a network to train."""
+    return [m for m in config["models"] if has_network(m)]
 
 
 def eval_datasets():

@@ -25,7 +25,7 @@ rule infer:
     resources:
         mem_mb=infer_mem_mb,
         runtime=config["infer"]["runtime_min"],
-        gpu=lambda wc: 0 if wc.model == "thresh" else config["infer"]["gpus"],
+        gpu=lambda wc: config["infer"]["gpus"] if has_network(wc.model) else 0,
     # result-changing settings only (batch size, device and threads change speed, not the maps); the
     # network's settings are None for thresh, so changing them leaves the intensity baseline alone
     params:

@@ -7,7 +7,7 @@ averages each fold, `across_folds` gives the paper's `mean +- std over folds`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,12 +20,14 @@ METRICS = tuple(m for metrics in PER_VOLUME_METRICS.values() for m in metrics)
 KEYS = ("model", "fold", "dataset")
 
 
-def collect(files: Mapping[tuple[str, int, str], str | os.PathLike]) -> pd.DataFrame:
+def collect(files: Mapping[tuple[str, int, str], str | os.PathLike],
+            metrics: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """The per-volume files `(model, fold, dataset) -> path` in one long table with columns model, fold,
-    dataset, subject, <metrics>."""
+    dataset, subject, <metrics>. `metrics` (data set -> metric columns) names the columns each data
+    set's files must have (default: whatever metrics they hold)."""
     frames = []
     for (model, fold, ds), path in files.items():
-        df = read_per_volume(path)
+        df = read_per_volume(path, (metrics or {}).get(ds))
         df.insert(0, "dataset", ds)
         df.insert(0, "fold", int(fold))
         df.insert(0, "model", model)

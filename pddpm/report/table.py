@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pddpm.artefacts import read_per_volume
 from pddpm.errors import PddpmInputError
 from pddpm.evaluate import aggregate
 from pddpm.io import atomic_path
@@ -99,16 +98,7 @@ def load_per_volume(files: PerVolumeFiles, datasets: Sequence[Dataset]) -> pd.Da
             f"evaluation results missing for {len(missing)} model/fold/data set combination(s):\n  {listing}\n"
             "Run the `metrics` rule for them (snakemake builds them as inputs of `table`), or remove the "
             "model from `models`, the fold from `folds_to_run` or the data set from `datasets` in the config.")
-    frames = []
-    for (model, fold, ds), path in files.items():
-        df = read_per_volume(path, by_key[ds].metrics)
-        df.insert(0, "dataset", ds)
-        df.insert(0, "fold", int(fold))
-        df.insert(0, "model", model)
-        frames.append(df)
-    if not frames:
-        raise PddpmInputError("no per-volume files given for the data sets of the table")
-    return pd.concat(frames, ignore_index=True)
+    return aggregate.collect(files, {key: d.metrics for key, d in by_key.items()})
 
 
 def aggregate_over_folds(per_volume: pd.DataFrame, ddof: int = 1) -> pd.DataFrame:
