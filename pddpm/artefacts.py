@@ -61,8 +61,11 @@ RAW_DIR = "data/raw/{ds}"
 RAW_NAME = "{sub}_{key}.nii.gz"  # key: t2 | seg; the names subjects.tsv lists, relative to RAW_DIR
 RAW_IMAGE = f"{RAW_DIR}/{RAW_NAME}"
 SUBJECTS_TSV = f"{RAW_DIR}/subjects.tsv"
-DEMO_TRUTH = f"{RAW_DIR}/truth/{{sub}}_{{key}}.nii.gz"  # key: mask | wm | bias | lesions
-DEMO_TRUTH_MATRIX = f"{RAW_DIR}/truth/{{sub}}_native_to_atlas.txt"
+# the demo's ground truth beside its raw scans; key: mask | wm | bias | lesions
+DEMO_TRUTH_NAME = "truth/{sub}_{key}.nii.gz"
+DEMO_TRUTH_MATRIX_NAME = "truth/{sub}_native_to_atlas.txt"  # native world mm -> atlas world mm (4x4)
+DEMO_TRUTH = f"{RAW_DIR}/{DEMO_TRUTH_NAME}"
+DEMO_TRUTH_MATRIX = f"{RAW_DIR}/{DEMO_TRUTH_MATRIX_NAME}"
 DEMO_ANATOMY = "resources/demo/anatomy.npz"
 DOWNLOAD_DIR = "data/downloads"
 DOWNLOAD = f"{DOWNLOAD_DIR}/{{source}}/{{file}}"

@@ -205,11 +205,10 @@ def make_subject(anat: Anatomy, kind: str, seed, grid: tuple | None = None) -> S
 
 def subject_paths(raw_dir: str | os.PathLike, sub: str) -> dict[str, Path]:
     """Where a demo subject's files go (docs/contracts.md, "Raw")."""
-    raw = Path(raw_dir)
-    return {"t2": raw / f"{sub}_t2.nii.gz", "seg": raw / f"{sub}_seg.nii.gz",
-            "mask": raw / "truth" / f"{sub}_mask.nii.gz", "wm": raw / "truth" / f"{sub}_wm.nii.gz",
-            "bias": raw / "truth" / f"{sub}_bias.nii.gz", "lesions": raw / "truth" / f"{sub}_lesions.nii.gz",
-            "native_to_atlas": raw / "truth" / f"{sub}_native_to_atlas.txt"}
+    names = {k: artefacts.fill(artefacts.RAW_NAME, sub=sub, key=k) for k in ("t2", "seg")}
+    names |= {k: artefacts.fill(artefacts.DEMO_TRUTH_NAME, sub=sub, key=k) for k in ("mask", "wm", "bias", "lesions")}
+    names["native_to_atlas"] = artefacts.fill(artefacts.DEMO_TRUTH_MATRIX_NAME, sub=sub)
+    return {k: Path(raw_dir) / name for k, name in names.items()}
 
 
 def write_subject(subject: Subject, paths: dict) -> None:
