@@ -9,7 +9,6 @@ include: "helpers/demo.smk"
 from pddpm import demo as demo_lib
 
 DEMO_DS = [ds for ds in DATASETS if ds_cfg(ds)["source"] == "demo"]
-DEMO_ANATOMY = artefacts.DEMO_ANATOMY
 
 
 if DEMO_DS:
@@ -20,7 +19,7 @@ if DEMO_DS:
 
     rule demo_anatomy:
         output:
-            DEMO_ANATOMY,
+            artefacts.DEMO_ANATOMY,
         log:
             log("demo_anatomy"),
         conda:
@@ -37,7 +36,7 @@ if DEMO_DS:
     # One synthetic subject: raw T2 plus ground truth (brain, WM, bias, lesions, pose).
     rule demo_cohort:
         input:
-            DEMO_ANATOMY,
+            artefacts.DEMO_ANATOMY,
         output:
             t2=fill(artefacts.RAW_IMAGE, key="t2"),
             mask=fill(artefacts.DEMO_TRUTH, key="mask"),
