@@ -71,10 +71,14 @@ DOWNLOAD_DIR = "data/downloads"
 DOWNLOAD = f"{DOWNLOAD_DIR}/{{source}}/{{file}}"
 ATLAS = "resources/atlas/{key}.nii.gz"  # key: t1 | t2 | mask
 
-# preprocessing, one folder per step; 5_n4 is the final ("preprocessed") state
-PREPROCESS_STEPS = ("1_resampled", "2_skullstripped", "3_registered", "4_cropped", "5_n4")
-PREPROCESSED = f"{RESULTS}/preprocess/{{ds}}/{{step}}/{{sub}}_{{key}}.nii.gz"  # key: t2 | mask | seg | warp
-REGISTER_AFFINE = f"{RESULTS}/preprocess/{{ds}}/3_registered/{{sub}}_affine.mat"
+# preprocessing, one folder per step; key: t2 | mask | seg (| warp for SyN registration)
+_PREPROCESS = f"{RESULTS}/preprocess/{{ds}}"
+RESAMPLED = f"{_PREPROCESS}/1_resampled/{{sub}}_{{key}}.nii.gz"
+SKULLSTRIPPED = f"{_PREPROCESS}/2_skullstripped/{{sub}}_{{key}}.nii.gz"
+REGISTERED = f"{_PREPROCESS}/3_registered/{{sub}}_{{key}}.nii.gz"
+REGISTER_AFFINE = f"{_PREPROCESS}/3_registered/{{sub}}_affine.mat"
+CROPPED = f"{_PREPROCESS}/4_cropped/{{sub}}_{{key}}.nii.gz"
+PREPROCESSED = f"{_PREPROCESS}/5_n4/{{sub}}_{{key}}.nii.gz"  # after N4: the final state slicing reads
 QC_FIGURE = f"{RESULTS}/qc/{{ds}}/{{sub}}.png"
 QC_ROW = f"{RESULTS}/qc/{{ds}}/rows/{{sub}}.tsv"
 QC_SUMMARY = f"{RESULTS}/qc/{{ds}}/summary.tsv"

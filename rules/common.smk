@@ -66,9 +66,7 @@ def preprocessed(ds, sub):
     Data sets given in the authors' preprocessed layout are read in place (rules/data.smk)."""
     if ds_cfg(ds)["source"] == "preprocessed":
         return preprocessed_layout_files(ds, sub)  # noqa: F821 (rules/data.smk)
-    return {
-        k: fill(artefacts.PREPROCESSED, ds=ds, step="5_n4", sub=sub, key=k) for k in ("t2", "mask", "seg")
-    }
+    return {k: fill(artefacts.PREPROCESSED, ds=ds, sub=sub, key=k) for k in ("t2", "mask", "seg")}
 
 
 def atlas_outputs():

@@ -13,8 +13,8 @@ rule resample:
     input:
         unpack(raw_inputs),
     output:
-        t2=fill(artefacts.PREPROCESSED, step="1_resampled", key="t2"),
-        seg=fill(artefacts.PREPROCESSED, step="1_resampled", key="seg"),
+        t2=fill(artefacts.RESAMPLED, key="t2"),
+        seg=fill(artefacts.RESAMPLED, key="seg"),
     log:
         log("resample", "{ds}", "{sub}"),
     benchmark:
@@ -35,8 +35,8 @@ rule skullstrip:
     input:
         t2=rules.resample.output.t2,
     output:
-        t2=fill(artefacts.PREPROCESSED, step="2_skullstripped", key="t2"),
-        mask=fill(artefacts.PREPROCESSED, step="2_skullstripped", key="mask"),
+        t2=fill(artefacts.SKULLSTRIPPED, key="t2"),
+        mask=fill(artefacts.SKULLSTRIPPED, key="mask"),
     log:
         log("skullstrip", "{ds}", "{sub}"),
     benchmark:
@@ -93,9 +93,9 @@ rule crop:
         mask=rules.register.output.mask,
         seg=rules.register.output.seg,
     output:
-        t2=fill(artefacts.PREPROCESSED, step="4_cropped", key="t2"),
-        mask=fill(artefacts.PREPROCESSED, step="4_cropped", key="mask"),
-        seg=fill(artefacts.PREPROCESSED, step="4_cropped", key="seg"),
+        t2=fill(artefacts.CROPPED, key="t2"),
+        mask=fill(artefacts.CROPPED, key="mask"),
+        seg=fill(artefacts.CROPPED, key="seg"),
     log:
         log("crop", "{ds}", "{sub}"),
     conda:
@@ -116,9 +116,9 @@ rule n4:
         mask=rules.crop.output.mask,
         seg=rules.crop.output.seg,
     output:
-        t2=fill(artefacts.PREPROCESSED, step="5_n4", key="t2"),
-        mask=fill(artefacts.PREPROCESSED, step="5_n4", key="mask"),
-        seg=fill(artefacts.PREPROCESSED, step="5_n4", key="seg"),
+        t2=fill(artefacts.PREPROCESSED, key="t2"),
+        mask=fill(artefacts.PREPROCESSED, key="mask"),
+        seg=fill(artefacts.PREPROCESSED, key="seg"),
     log:
         log("n4", "{ds}", "{sub}"),
     benchmark:

@@ -17,10 +17,10 @@ def atlas_files():
 
 
 def register_outputs():
-    out = {k: fill(artefacts.PREPROCESSED, step="3_registered", key=k) for k in ("t2", "mask", "seg")}
+    out = {k: fill(artefacts.REGISTERED, key=k) for k in ("t2", "mask", "seg")}
     out["affine"] = artefacts.REGISTER_AFFINE
     if PPCFG["register"]["transform"] == "SyN":
-        out["warp"] = fill(artefacts.PREPROCESSED, step="3_registered", key="warp")
+        out["warp"] = fill(artefacts.REGISTERED, key="warp")
     return out
 
 
