@@ -23,11 +23,23 @@ demo: env
 	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES)
 	$(VENV)/bin/snakemake --profile profiles/local --report results/report.html
 
+# `make test` runs the whole suite; TIER picks a part of it by the markers in pyproject.toml (what CI
+# runs one after the other, .ci/run): fast (unit tests, a couple of minutes), workflow (real snakemake
+# runs of the tiny demo), slurm (a real single-node SLURM).
+TIER ?= all
+MARKS_all :=
+MARKS_fast := -m "not workflow and not slurm"
+MARKS_workflow := -m "workflow and not slurm"
+MARKS_slurm := -m slurm
 test: env
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(MARKS_$(TIER))
 
+# Static checks: Python style, the rules' formatting, and snakemake's own linter on the demo config.
 lint: env
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/snakefmt --check Snakefile rules
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  $(VENV)/bin/snakemake --lint --snakefile Snakefile --directory "$$tmp" --configfile config.yaml
 
 clean:
 	rm -rf results data resources .snakemake

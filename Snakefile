@@ -2,7 +2,7 @@
 # Thin entry point: configuration and validation here, everything else in rules/.
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -14,14 +14,12 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-# A short message naming every bad key first; then snakemake's validate fills in the defaults.
+# The one config check (pddpm/config_checks.py): the schema, then the checks across keys, every problem
+# named with its key at once; it fills in the schema's defaults, the only place defaults live.
 sys.path.insert(0, workflow.basedir)
-from pddpm.config_checks import validate_config  # noqa: E402
+from pddpm.config_checks import check_config  # noqa: E402
 
-validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
-
-
-validate(config, "schemas/config.schema.yaml")
+check_config(config)
 
 
 include: "rules/common.smk"

@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from pddpm.report import figures, table  # noqa: E402
-from test_report import synthetic_run, two_fold_config  # noqa: E402
+from test_report import per_volume_files, synthetic_run, two_fold_config  # noqa: E402
 
 
 def timed(label, fn, *args, **kwargs):
@@ -70,12 +70,12 @@ def main(n_volumes: int = 40) -> None:
               {k: res / "eval" / k[0] / f"fold{k[1]}" / "demo_brats_threshold.json" for k in keys},
               "bench", root / "pr.png")
         ds = [d for d in table.datasets_from_config(config) if d.role == "anomalous"]
-        pv = table.load_per_volume(res / "eval", models, [0, 1], ds)
+        pv = table.load_per_volume(per_volume_files(root, config), ds)
         timed("  per-volume Dice figure", figures.dice_distribution_figure, pv, [d.key for d in ds], root / "d.png")
         logs = {(m, f): figures.read_train_log(res / "models" / m / f"fold{f}" / "train_log.csv")
                 for m in ("pddpm", "ddpm") for f in (0, 1)}
         timed("  training curves", figures.training_curves_figure, logs, root / "t.png")
-        t1, _ = timed("  Table 1 (load, aggregate, build)", table.make_table1, res / "eval", config)
+        t1, _ = timed("  Table 1 (load, aggregate, build)", table.make_table1, per_volume_files(root, config), config)
         timed("  Table 1 written as csv, md, tex, html", table.write_table1, t1, root / "t.csv", root / "t.md",
               root / "t.tex", root / "t.html")
     print(f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -1,8 +1,8 @@
 """The one source of configuration defaults: `schemas/config.schema.yaml`.
 
-The workflow validates its config against the schema, which fills in every default. Library code that
-runs without the workflow (tests, benchmarks, a notebook) asks this module for the same values instead
-of writing them down again: `defaults("unet")` is the schema's default UNet settings, and
+The workflow's config check (`pddpm.config_checks.check_config`) fills in every default through
+`with_defaults`. Library code that runs without the workflow (tests, benchmarks, a notebook) asks this
+module for the same values instead of writing them down again: `defaults("unet")` is the schema's default UNet settings, and
 `with_defaults(cfg, "train")` completes a partial `train` section.
 """
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pddpm.artefacts import load_inference, save_inference  # noqa: F401 (re-export)
 from pddpm.errors import PddpmInputError
-from pddpm.evaluate.inference_file import load_inference, save_inference  # noqa: F401 (re-export)
 from pddpm.evaluate.postprocess import anomaly_map, check_same_grid
 
 log = logging.getLogger("pddpm.infer")
@@ -233,8 +233,8 @@ def infer_arrays(images: np.ndarray, masks: np.ndarray, *, model: str,
 
 
 def infer_split(slices_path: str | os.PathLike, out_path: str | os.PathLike, **kwargs) -> dict:
-    """Read a slices split (pddpm.slices.load_split), run `infer_arrays(**kwargs)`, write `out_path`."""
-    from pddpm.slices import load_split
+    """Read a slices split (pddpm.artefacts.load_split), run `infer_arrays(**kwargs)`, write `out_path`."""
+    from pddpm.artefacts import load_split
 
     split = load_split(slices_path, mmap=True)  # large splits: read slice chunks from disk
     recons, maps, info = infer_arrays(split["image"], split["mask"], **kwargs)

@@ -1,4 +1,4 @@
-"""From a preprocessed volume to the model grid (SPEC section 3), the per-subject array file, and the
+"""From a preprocessed volume to the model grid (docs/spec.md section 3), the per-subject array file, and the
 per-split array file assembled from those (docs/splits-and-slices.md).
 
 Per subject, in this order (as the original's torchio pipeline):
@@ -32,12 +32,13 @@ import numpy as np
 import SimpleITK as sitk
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
+# the split file itself (reader and writer) belongs to pddpm.artefacts; re-exported for existing callers
+from pddpm.artefacts import SPLIT_KEYS, load_split, save_split  # noqa: F401
 from pddpm.config import defaults
 from pddpm.errors import PddpmInputError
 from pddpm.io import atomic_path, load_nifti
 
 ORIENTATION = ("L", "P", "S")
-SPLIT_KEYS = ("image", "mask", "seg", "subjects", "label", "spacing_mm", "fov_mm")
 SUBJECT_KEYS = ("image", "mask", "seg", "spacing_mm", "fov_mm", "orientation")
 log = logging.getLogger("pddpm.slices")
 
@@ -306,71 +307,6 @@ def assemble_split(rows: Iterable[Mapping], subject_files: Mapping[str, str | os
     arrays = _stack_split(rows, volumes(), progress=progress)
     spacing, fov, _ = first[0][1]
     return _with_grid(arrays, fov, spacing)
-
-
-def save_split(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
-    """Write a split file atomically as an *uncompressed* .npz: each array is stored verbatim in the zip,
-    so it loads at disk speed and can be memory-mapped (`load_split(mmap=True`)."""
-    missing = [k for k in SPLIT_KEYS if k not in arrays]
-    if missing:
-        raise ValueError(f"split arrays lack {missing}")
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-    return Path(path)
-
-
-def _mmap_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
-    # an uncompressed member is a plain .npy file at a fixed offset of the zip: map it in place
-    with open(path, "rb") as fh:
-        fh.seek(info.header_offset)
-        local = fh.read(30)
-        name_len = int.from_bytes(local[26:28], "little")
-        extra_len = int.from_bytes(local[28:30], "little")
-        start = info.header_offset + 30 + name_len + extra_len
-        fh.seek(start)
-        version = np.lib.format.read_magic(fh)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, fortran, dtype = read_header(fh)
-        offset = fh.tell()
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
-
-
-def load_split(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, np.ndarray]:
-    """A split file as a dict: `image` float16 (N, Z, H, W) in [0, 1], `mask` and `seg` uint8 (N, Z, H, W),
-    `subjects` (N,) str, `label` (N,) int, `spacing_mm` float, `fov_mm` (3,), `orientation` str.
-
-    `mmap=True` maps the big arrays read-only instead of reading them (for splits larger than memory).
-    Even without it they are read through a memory map and copied: 3x faster than `np.load` on a zip.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise PddpmInputError(f"{path}: split file not found; run the `slices` rule for it")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            files = list(npz.files)
-            missing = [k for k in SPLIT_KEYS if k not in files]
-            if missing:
-                raise PddpmInputError(
-                    f"{path}: split file lacks {', '.join(missing)}; delete it and rerun `slices`")
-            big = ("image", "mask", "seg")
-            out = {k: npz[k] for k in files if k not in big}
-            with zipfile.ZipFile(path) as zf:
-                for key in big:
-                    info = zf.getinfo(f"{key}.npy")
-                    if info.compress_type != zipfile.ZIP_STORED:  # a compressed file cannot be mapped
-                        out[key] = npz[key]
-                    else:
-                        arr = _mmap_member(path, zf, info)
-                        out[key] = arr if mmap else np.array(arr)
-    except PddpmInputError:
-        raise
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        raise PddpmInputError(f"{path}: not a readable split file ({exc}); delete it and rerun `slices`") from exc
-    out["spacing_mm"] = float(out["spacing_mm"])
-    if "orientation" in out:
-        out["orientation"] = str(out["orientation"])
-    return out
 
 
 def preview_figure(split: Mapping[str, np.ndarray], path: str | os.PathLike, *, max_subjects: int = 4,

@@ -1,6 +1,8 @@
-"""Split sheets (SPEC section 1): seeded folds for new data, the authors' sheets read unchanged, defect checks.
+"""Split sheets (docs/spec.md, section 1): seeded folds for new data, the authors' sheets read unchanged,
+defect checks.
 
-A sheet is a pandas DataFrame in the original CSV layout (`SHEET_COLUMNS`), one row per volume.
+A sheet is a pandas DataFrame in the original CSV layout (`SHEET_COLUMNS`), one row per volume. The
+sheet's columns, the split names and the file patterns are `pddpm.artefacts`'.
 """
 
 from __future__ import annotations
@@ -15,22 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pddpm.artefacts import SHEET_COLUMNS, split_names
 from pddpm.errors import PddpmConfigError, PddpmInputError
 from pddpm.io import atomic_path
 
-SHEET_COLUMNS = ["img_name", "age", "sex", "label", "img_path", "mask_path", "seg_path"]
 REQUIRED_COLUMNS = ["img_name", "label", "img_path", "mask_path"]
 DEFECT_COLUMNS = ["sheet", "img_name", "defect", "detail", "action"]
-SPLIT_PATTERN = r"train_fold\d+|val_fold\d+|val|test"
 
 log = logging.getLogger("pddpm.splits")
-
-
-def split_names(anomalous: bool, folds: int) -> list[str]:
-    """The sheets of a data set (same as rules/common.smk `split_names`)."""
-    if anomalous:
-        return ["val", "test"]
-    return [f"{s}_fold{k}" for k in range(folds) for s in ("train", "val")] + ["test"]
 
 
 def _count(fraction: float, n: int, *, lo: int, hi: int) -> int:

@@ -10,21 +10,20 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
 )
 
-from pddpm.config_checks import check_config  # noqa: E402
+# Every file between stages: its path pattern (and reader/writer) in pddpm/artefacts.py.
+from pddpm import artefacts  # noqa: E402
+from pddpm.artefacts import fill, one_of  # noqa: E402
 from pddpm.demo import subject_ids as demo_subject_ids  # noqa: E402
-
-check_config(config)
 
 TARGETS = []
 DATASETS = list(config["datasets"])
-RES = "results"
 
 
 wildcard_constraints:
-    ds="[A-Za-z0-9]+(_[A-Za-z0-9]+)*",
-    sub="[A-Za-z0-9-]+(_[A-Za-z0-9-]+)*",
+    ds=artefacts.DATASET_PATTERN,
+    sub=artefacts.SUBJECT_PATTERN,
     fold=r"\d+",
-    model="|".join(config["models"]),
+    model=one_of(config["models"]),
 
 
 def ds_cfg(ds):
@@ -44,24 +43,21 @@ def is_anomalous(ds):
 
 
 def skullstrip_backend(ds):
-    return ds_cfg(ds).get("skullstrip") or config["preprocess"]["skullstrip"]["backend"]
+    return ds_cfg(ds)["skullstrip"] or config["preprocess"]["skullstrip"]["backend"]
 
 
 def log(rule, *parts):
-    """results/logs/{rule}/{parts...}.log: every rule logs."""
-    return os.path.join(RES, "logs", rule, *parts) + ".log"
+    """results/logs/{rule}/{parts...}.log (artefacts.LOG): every rule logs."""
+    return fill(artefacts.LOG, name=os.path.join(rule, *parts))
 
 
 def bench(rule, *parts):
-    return os.path.join(RES, "benchmarks", rule, *parts) + ".tsv"
+    return fill(artefacts.BENCHMARK, name=os.path.join(rule, *parts))
 
 
 def split_names(ds):
     """Split sheets of a data set: k folds of train/val and a test set (healthy), val and test (anomalous)."""
-    if is_anomalous(ds):
-        return ["val", "test"]
-    folds = config["splits"]["folds"]
-    return [f"{s}_fold{k}" for k in range(folds) for s in ("train", "val")] + ["test"]
+    return artefacts.split_names(is_anomalous(ds), config["splits"]["folds"])
 
 
 def preprocessed(ds, sub):
@@ -70,12 +66,22 @@ def preprocessed(ds, sub):
     Data sets given in the authors' preprocessed layout are read in place (rules/data.smk)."""
     if ds_cfg(ds)["source"] == "preprocessed":
         return preprocessed_layout_files(ds, sub)  # noqa: F821 (rules/data.smk)
-    return {k: f"{RES}/preprocess/{ds}/5_n4/{sub}_{k}.nii.gz" for k in ("t2", "mask", "seg")}
+    return {k: fill(artefacts.PREPROCESSED, ds=ds, sub=sub, key=k) for k in ("t2", "mask", "seg")}
+
+
+def atlas_outputs():
+    """resources/atlas/{t1,t2,mask}.nii.gz: the atlas rule's outputs (the demo stand-in or SRI24)."""
+    return {k: fill(artefacts.ATLAS, key=k) for k in ("t1", "t2", "mask")}
+
+
+def has_network(model):
+    """Every model but `thresh`, the intensity baseline, whose anomaly map is the image itself."""
+    return model != "thresh"
 
 
 def trained_models():
-    """Models with a network to train (thresh needs none)."""
-    return [m for m in config["models"] if m != "thresh"]
+    """Models with a network to train."""
+    return [m for m in config["models"] if has_network(m)]
 
 
 def eval_datasets():

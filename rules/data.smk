@@ -1,4 +1,4 @@
-# Raw data in: downloads with hashes, local folders, the authors' preprocessed layout (docs/real-data.md).
+# Raw data in (docs/real-data.md): downloads with hashes, local folders, the authors' preprocessed layout.
 # Every source ends as data/raw/{ds}/{sub}_t2.nii.gz (+ _seg) and data/raw/{ds}/subjects.tsv, like the
 # demo; the preprocessed layout is read in place and enters at slicing (preprocessed_layout_files).
 
@@ -15,19 +15,11 @@ LOCAL_DS = _datasets_of("local")
 DOWNLOADS = config["downloads"]
 
 
-DL_DIR = "data/downloads"
+DL_DIR = artefacts.DOWNLOAD_DIR
 
 
 # model weights fetched once per working directory, unpacked where the skull-strip jobs read them
-HDBET_DIR = "resources/weights/hdbet_v2"
-
-
-for _ds in DOWNLOAD_DS:
-    if ds_cfg(_ds)["kind"] == "brats":
-        raise WorkflowError(
-            f"datasets.{_ds}: BraTS 2021 cannot be downloaded (registration required); "
-            f"use source: local.\n{data_brats.HOW_TO}"
-        )
+HDBET_DIR = artefacts.HDBET_WEIGHTS
 
 
 # Every file this run downloads, `source/file`. A download data set's files come from the source named
@@ -48,11 +40,7 @@ DOWNLOAD_SOURCES = sorted({k.split("/")[0] for k in NEEDED_DOWNLOADS})
 
 
 # fail before any job runs when a needed file has no known URL and is not on disk either
-_NO_URL = [
-    k
-    for k in NEEDED_DOWNLOADS
-    if not _source_files(k.split("/")[0])[k.split("/", 1)[1]]["url"] and not os.path.exists(f"{DL_DIR}/{k}")
-]
+_NO_URL = missing_urls(NEEDED_DOWNLOADS)
 
 
 if _NO_URL:
@@ -66,12 +54,12 @@ if _NO_URL:
 
 rule download_file:
     output:
-        f"{DL_DIR}/{{source}}/{{file}}",
+        artefacts.DOWNLOAD,
     log:
         log("download_file", "{source}", "{file}"),
     wildcard_constraints:
-        source=_one_of(DOWNLOAD_SOURCES),
-        file=_one_of(sorted({k.split("/", 1)[1] for k in NEEDED_DOWNLOADS})),
+        source=one_of(DOWNLOAD_SOURCES),
+        file=one_of(sorted({k.split("/", 1)[1] for k in NEEDED_DOWNLOADS})),
     # on a cluster the head node, which has internet access where compute nodes often have none
     localrule: True
     conda:
@@ -92,15 +80,18 @@ rule download_file:
 
 checkpoint download_raw:
     input:
-        lambda wc: [f"{DL_DIR}/{ds_cfg(wc.ds)['kind']}/{f}" for f in _source_files(ds_cfg(wc.ds)["kind"])],
+        lambda wc: [
+            fill(artefacts.DOWNLOAD, source=ds_cfg(wc.ds)["kind"], file=f)
+            for f in _source_files(ds_cfg(wc.ds)["kind"])
+        ],
     output:
-        "data/raw/{ds}/subjects.tsv",
+        artefacts.SUBJECTS_TSV,
     log:
         log("download_raw", "{ds}"),
     benchmark:
         bench("download_raw", "{ds}")
     wildcard_constraints:
-        ds=_one_of(DOWNLOAD_DS),
+        ds=one_of(DOWNLOAD_DS),
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -118,11 +109,11 @@ rule link_local:
     input:
         lambda wc: str(_local_subjects(wc.ds)[wc.sub].files()[wc.key]),
     output:
-        "data/raw/{ds}/{sub}_{key}.nii.gz",
+        artefacts.RAW_IMAGE,
     log:
         log("link_local", "{ds}", "{sub}_{key}"),
     wildcard_constraints:
-        ds=_one_of(LOCAL_DS),
+        ds=one_of(LOCAL_DS),
         key="t2|seg",
     localrule: True
     conda:
@@ -138,16 +129,16 @@ rule link_local:
 rule local_subjects:
     input:
         lambda wc: [
-            f"data/raw/{wc.ds}/{s}_{k}.nii.gz"
+            fill(artefacts.RAW_IMAGE, ds=wc.ds, sub=s, key=k)
             for s, subj in _local_subjects(wc.ds).items()
             for k in subj.files()
         ],
     output:
-        "data/raw/{ds}/subjects.tsv",
+        artefacts.SUBJECTS_TSV,
     log:
         log("local_subjects", "{ds}"),
     wildcard_constraints:
-        ds=_one_of(LOCAL_DS),
+        ds=one_of(LOCAL_DS),
     localrule: True
     conda:
         "../envs/data.yaml"
@@ -157,7 +148,7 @@ rule local_subjects:
         runtime=5,
     params:
         # the listing itself: a subject added to or removed from the folder rewrites the sheet
-        rows=lambda wc: subjects_table(list(_local_subjects(wc.ds).values())).to_dict("records"),
+        rows=lambda wc: subject_rows(list(_local_subjects(wc.ds).values())),
     script:
         "../workflow_scripts/local_subjects.py"
 
@@ -166,11 +157,9 @@ if config["atlas"]["source"] == "sri24":
 
     rule atlas_sri24:
         input:
-            [f"{DL_DIR}/sri24/{f}" for f in _source_files("sri24")],
+            [fill(artefacts.DOWNLOAD, source="sri24", file=f) for f in _source_files("sri24")],
         output:
-            t1="resources/atlas/t1.nii.gz",
-            t2="resources/atlas/t2.nii.gz",
-            mask="resources/atlas/mask.nii.gz",
+            **atlas_outputs(),
         log:
             log("atlas_sri24"),
         conda:
@@ -216,4 +205,4 @@ rule download_all:
     localrule: True
 
 
-TARGETS += [f"data/raw/{ds}/subjects.tsv" for ds in DOWNLOAD_DS + LOCAL_DS]
+TARGETS += [fill(artefacts.SUBJECTS_TSV, ds=ds) for ds in DOWNLOAD_DS + LOCAL_DS]

@@ -1,22 +1,25 @@
-# Stage: the demo cohort (issue 2). Raw-looking scans synthesised from nilearn's ICBM152 2009a, with
-# their ground truth, and the atlas stand-in on SRI24's grid. One job per subject; each subject's seed
-# comes from (demo.seed, data set, index), so adding subjects leaves the existing ones untouched.
+# Stage: the demo cohort (docs/demo-cohort.md). Raw-looking scans synthesised from nilearn's ICBM152
+# 2009a, with their ground truth, and the atlas stand-in on SRI24's grid. One job per subject; each
+# subject's seed comes from (demo.seed, data set, index), so adding subjects leaves the others untouched.
+
+
+include: "helpers/demo.smk"
+
 
 from pddpm import demo as demo_lib
 
-DEMO_DS = demo_lib.check_datasets(config["datasets"])
-DEMO_ANATOMY = "resources/demo/anatomy.npz"
+DEMO_DS = [ds for ds in DATASETS if ds_cfg(ds)["source"] == "demo"]
 
 
 if DEMO_DS:
-    _DEMO_DS_RE = "|".join(DEMO_DS)
-    _DEMO_ANOMALOUS_RE = "|".join(ds for ds in DEMO_DS if is_anomalous(ds)) or "(?!)"
+    _DEMO_DS_RE = one_of(DEMO_DS)
+    _DEMO_ANOMALOUS_RE = one_of(ds for ds in DEMO_DS if is_anomalous(ds))
 
     # The template's tissue maps and a synthetic head on the reference grid, shared by all subjects.
 
     rule demo_anatomy:
         output:
-            DEMO_ANATOMY,
+            artefacts.DEMO_ANATOMY,
         log:
             log("demo_anatomy"),
         conda:
@@ -33,14 +36,14 @@ if DEMO_DS:
     # One synthetic subject: raw T2 plus ground truth (brain, WM, bias, lesions, pose).
     rule demo_cohort:
         input:
-            DEMO_ANATOMY,
+            artefacts.DEMO_ANATOMY,
         output:
-            t2="data/raw/{ds}/{sub}_t2.nii.gz",
-            mask="data/raw/{ds}/truth/{sub}_mask.nii.gz",
-            wm="data/raw/{ds}/truth/{sub}_wm.nii.gz",
-            bias="data/raw/{ds}/truth/{sub}_bias.nii.gz",
-            lesions="data/raw/{ds}/truth/{sub}_lesions.nii.gz",
-            native_to_atlas="data/raw/{ds}/truth/{sub}_native_to_atlas.txt",
+            t2=fill(artefacts.RAW_IMAGE, key="t2"),
+            mask=fill(artefacts.DEMO_TRUTH, key="mask"),
+            wm=fill(artefacts.DEMO_TRUTH, key="wm"),
+            bias=fill(artefacts.DEMO_TRUTH, key="bias"),
+            lesions=fill(artefacts.DEMO_TRUTH, key="lesions"),
+            native_to_atlas=artefacts.DEMO_TRUTH_MATRIX,
         log:
             log("demo_cohort", "{ds}", "{sub}"),
         benchmark:
@@ -64,9 +67,9 @@ if DEMO_DS:
     # The raw label file of an anomalous demo subject: its lesion truth, under the raw name.
     rule demo_seg:
         input:
-            "data/raw/{ds}/truth/{sub}_lesions.nii.gz",
+            fill(artefacts.DEMO_TRUTH, key="lesions"),
         output:
-            "data/raw/{ds}/{sub}_seg.nii.gz",
+            fill(artefacts.RAW_IMAGE, key="seg"),
         log:
             log("demo_seg", "{ds}", "{sub}"),
         wildcard_constraints:
@@ -84,9 +87,9 @@ if DEMO_DS:
 
     rule demo_subjects_tsv:
         input:
-            lambda wc: demo_lib.raw_files(wc.ds, subjects(wc.ds), is_anomalous(wc.ds)),
+            lambda wc: demo_raw_files(wc.ds),
         output:
-            "data/raw/{ds}/subjects.tsv",
+            artefacts.SUBJECTS_TSV,
         log:
             log("demo_subjects_tsv", "{ds}"),
         wildcard_constraints:
@@ -108,13 +111,18 @@ if DEMO_DS:
     rule demo_preview:
         input:
             **{
-                f"{ds}_{k}": f"data/raw/{ds}/{p}{subjects(ds)[0]}_{k}.nii.gz"
+                f"{ds}_{k}": fill(pattern, ds=ds, sub=subjects(ds)[0], key=k)
                 for ds in DEMO_DS
-                for k, p in (("t2", ""), ("mask", "truth/"), ("lesions", "truth/"), ("bias", "truth/"))
+                for k, pattern in (
+                    ("t2", artefacts.RAW_IMAGE),
+                    ("mask", artefacts.DEMO_TRUTH),
+                    ("lesions", artefacts.DEMO_TRUTH),
+                    ("bias", artefacts.DEMO_TRUTH),
+                )
             },
         output:
             report(
-                f"{RES}/figures/demo_cohort.png",
+                fill(artefacts.FIGURE, name="demo_cohort"),
                 caption="../report/demo_cohort.rst",
                 category="1. Data",
                 subcategory="Demo cohort",
@@ -133,8 +141,9 @@ if DEMO_DS:
         script:
             "../workflow_scripts/demo_preview.py"
 
-    TARGETS += [f"data/raw/{ds}/subjects.tsv" for ds in DEMO_DS] + [f"{RES}/figures/demo_cohort.png"]
-    TARGETS += [f for ds in DEMO_DS for f in demo_lib.raw_files(ds, subjects(ds), is_anomalous(ds))]
+    TARGETS += [fill(artefacts.SUBJECTS_TSV, ds=ds) for ds in DEMO_DS]
+    TARGETS += [fill(artefacts.FIGURE, name="demo_cohort")]
+    TARGETS += [f for ds in DEMO_DS for f in demo_raw_files(ds)]
 
 
 if config["atlas"]["source"] == "demo":
@@ -143,9 +152,7 @@ if config["atlas"]["source"] == "demo":
 
     rule atlas_demo:
         output:
-            t1="resources/atlas/t1.nii.gz",
-            t2="resources/atlas/t2.nii.gz",
-            mask="resources/atlas/mask.nii.gz",
+            **atlas_outputs(),
         log:
             log("atlas_demo"),
         conda:
@@ -157,4 +164,4 @@ if config["atlas"]["source"] == "demo":
         script:
             "../workflow_scripts/atlas_demo.py"
 
-    TARGETS += ["resources/atlas/t1.nii.gz", "resources/atlas/t2.nii.gz", "resources/atlas/mask.nii.gz"]
+    TARGETS += list(atlas_outputs().values())

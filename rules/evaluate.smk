@@ -1,4 +1,4 @@
-# Stage: evaluate. A threshold per anomalous data set from its validation split, then
+# Stage: evaluate (docs/evaluation.md). A threshold per anomalous data set from its validation split, then
 # per-volume metrics of every test split (anomalous: Dice, AUPRC, AUROC, best Dice; healthy: error).
 
 
@@ -13,14 +13,14 @@ EVAL_DATASETS = sorted({ds for ds, _ in eval_datasets()})
 
 rule threshold:
     input:
-        infer=f"{RES}/infer/{{model}}/fold{{fold}}/{{ds}}_val.npz",
-        slices=f"{RES}/slices/{{ds}}_val.npz",
+        infer=fill(artefacts.INFERENCE, split="val"),
+        slices=fill(artefacts.SLICES, split="val"),
     output:
-        f"{RES}/eval/{{model}}/fold{{fold}}/{{ds}}_threshold.json",
+        artefacts.THRESHOLD,
     log:
         log("threshold", "{model}", "fold{fold}", "{ds}"),
     wildcard_constraints:
-        ds="|".join(ANOMALOUS) or "^$",
+        ds=one_of(ANOMALOUS),
     conda:
         "../envs/eval.yaml"
     # one pass over the split's voxels into a histogram: worker processes would cost more in moving
@@ -40,13 +40,13 @@ rule metrics:
     input:
         unpack(metrics_inputs),
     output:
-        f"{RES}/eval/{{model}}/fold{{fold}}/{{ds}}_per_volume.csv",
+        artefacts.PER_VOLUME,
     log:
         log("metrics", "{model}", "fold{fold}", "{ds}"),
     benchmark:
         bench("metrics", "{model}", "fold{fold}", "{ds}")
     wildcard_constraints:
-        ds="|".join(EVAL_DATASETS),
+        ds=one_of(EVAL_DATASETS),
     conda:
         "../envs/eval.yaml"
     # speed only: the script reads it from `threads` (worker processes), so changing it reruns nothing
@@ -66,9 +66,4 @@ rule metrics:
         "../workflow_scripts/metrics.py"
 
 
-TARGETS.extend(
-    f"{RES}/eval/{model}/fold{fold}/{ds}_per_volume.csv"
-    for model in config["models"]
-    for fold in config["folds_to_run"]
-    for ds in EVAL_DATASETS
-)
+TARGETS += expand(artefacts.PER_VOLUME, model=config["models"], fold=config["folds_to_run"], ds=EVAL_DATASETS)

@@ -1,5 +1,5 @@
-# Stage: infer (issue 6). Reconstructions and post-processed anomaly maps of every evaluated split, per
-# model and fold; `thresh` (the intensity baseline) needs no network.
+# Stage: infer (docs/evaluation.md). Reconstructions and post-processed anomaly maps of every evaluated
+# split, per model and fold; `thresh` (the intensity baseline) needs no network.
 
 
 include: "helpers/infer.smk"
@@ -12,20 +12,20 @@ rule infer:
     input:
         unpack(infer_inputs),
     output:
-        f"{RES}/infer/{{model}}/fold{{fold}}/{{ds}}_{{split}}.npz",
+        artefacts.INFERENCE,
     log:
         log("infer", "{model}", "fold{fold}", "{ds}_{split}"),
     benchmark:
         bench("infer", "{model}", "fold{fold}", "{ds}_{split}")
     wildcard_constraints:
-        split="|".join(EVAL_SPLITS),
+        split=one_of(EVAL_SPLITS),
     conda:
         "../envs/torch.yaml"
     threads: config["infer"]["threads"]
     resources:
         mem_mb=infer_mem_mb,
         runtime=config["infer"]["runtime_min"],
-        gpu=lambda wc: 0 if wc.model == "thresh" else config["infer"]["gpus"],
+        gpu=lambda wc: config["infer"]["gpus"] if has_network(wc.model) else 0,
     # result-changing settings only (batch size, device and threads change speed, not the maps); the
     # network's settings are None for thresh, so changing them leaves the intensity baseline alone
     params:

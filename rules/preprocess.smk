@@ -1,11 +1,9 @@
-# Stage: preprocess (issue 3). Per subject: resample -> skull strip -> register -> crop -> N4, then QC.
+# Stage: preprocess (docs/preprocessing.md). Per subject: resample -> skull strip -> register -> crop -> N4,
+# then QC.
 # Every setting that changes a result is a param, so changing it reruns exactly the affected stages.
 
 
 include: "helpers/preprocess.smk"
-
-
-PP = f"{RES}/preprocess"
 
 
 PPCFG = config["preprocess"]
@@ -15,8 +13,8 @@ rule resample:
     input:
         unpack(raw_inputs),
     output:
-        t2=f"{PP}/{{ds}}/1_resampled/{{sub}}_t2.nii.gz",
-        seg=f"{PP}/{{ds}}/1_resampled/{{sub}}_seg.nii.gz",
+        t2=fill(artefacts.RESAMPLED, key="t2"),
+        seg=fill(artefacts.RESAMPLED, key="seg"),
     log:
         log("resample", "{ds}", "{sub}"),
     benchmark:
@@ -39,8 +37,8 @@ rule skullstrip:
         unpack(hdbet_weights_input),
         t2=rules.resample.output.t2,
     output:
-        t2=f"{PP}/{{ds}}/2_skullstripped/{{sub}}_t2.nii.gz",
-        mask=f"{PP}/{{ds}}/2_skullstripped/{{sub}}_mask.nii.gz",
+        t2=fill(artefacts.SKULLSTRIPPED, key="t2"),
+        mask=fill(artefacts.SKULLSTRIPPED, key="mask"),
     log:
         log("skullstrip", "{ds}", "{sub}"),
     benchmark:
@@ -97,9 +95,9 @@ rule crop:
         mask=rules.register.output.mask,
         seg=rules.register.output.seg,
     output:
-        t2=f"{PP}/{{ds}}/4_cropped/{{sub}}_t2.nii.gz",
-        mask=f"{PP}/{{ds}}/4_cropped/{{sub}}_mask.nii.gz",
-        seg=f"{PP}/{{ds}}/4_cropped/{{sub}}_seg.nii.gz",
+        t2=fill(artefacts.CROPPED, key="t2"),
+        mask=fill(artefacts.CROPPED, key="mask"),
+        seg=fill(artefacts.CROPPED, key="seg"),
     log:
         log("crop", "{ds}", "{sub}"),
     conda:
@@ -120,9 +118,9 @@ rule n4:
         mask=rules.crop.output.mask,
         seg=rules.crop.output.seg,
     output:
-        t2=f"{PP}/{{ds}}/5_n4/{{sub}}_t2.nii.gz",
-        mask=f"{PP}/{{ds}}/5_n4/{{sub}}_mask.nii.gz",
-        seg=f"{PP}/{{ds}}/5_n4/{{sub}}_seg.nii.gz",
+        t2=fill(artefacts.PREPROCESSED, key="t2"),
+        mask=fill(artefacts.PREPROCESSED, key="mask"),
+        seg=fill(artefacts.PREPROCESSED, key="seg"),
     log:
         log("n4", "{ds}", "{sub}"),
     benchmark:
@@ -161,13 +159,13 @@ rule qc_subject:
         atlas_mask=atlas_files()["mask"],
     output:
         png=report(
-            f"{RES}/qc/{{ds}}/{{sub}}.png",
+            artefacts.QC_FIGURE,
             category="2. Preprocessing QC",
             subcategory="{ds}",
             caption="../report/qc_subject.rst",
             labels={"data set": "{ds}", "subject": "{sub}"},
         ),
-        row=f"{RES}/qc/{{ds}}/rows/{{sub}}.tsv",
+        row=artefacts.QC_ROW,
     log:
         log("qc_subject", "{ds}", "{sub}"),
     conda:
@@ -184,10 +182,10 @@ rule qc_subject:
 
 rule qc_dataset:
     input:
-        rows=lambda wc: expand(f"{RES}/qc/{wc.ds}/rows/{{sub}}.tsv", sub=subjects(wc.ds)),
+        rows=lambda wc: [fill(artefacts.QC_ROW, ds=wc.ds, sub=s) for s in subjects(wc.ds)],
     output:
         tsv=report(
-            f"{RES}/qc/{{ds}}/summary.tsv",
+            artefacts.QC_SUMMARY,
             category="2. Preprocessing QC",
             subcategory="{ds}",
             caption="../report/qc_dataset.rst",
@@ -207,5 +205,5 @@ rule qc_dataset:
 
 # a function, so that a download data set's subjects are listed only once its checkpoint has run
 for _ds in pp_datasets():
-    TARGETS.append(f"{RES}/qc/{_ds}/summary.tsv")
-    TARGETS.append(lambda wc, ds=_ds: [f"{RES}/qc/{ds}/{s}.png" for s in subjects(ds)])
+    TARGETS.append(fill(artefacts.QC_SUMMARY, ds=_ds))
+    TARGETS.append(lambda wc, ds=_ds: [fill(artefacts.QC_FIGURE, ds=ds, sub=s) for s in subjects(ds)])

@@ -1,4 +1,4 @@
-# Stage: report. The paper's Table 1 and the figures, each wrapped with report(...) so that
+# Stage: report (docs/report.md). The paper's Table 1 and the figures, each wrapped with report(...) so that
 # `snakemake --report results/report.html` gathers them with their captions (report/*.rst).
 # Each figure is its own job with only the settings it draws as params, so a change reruns just it.
 
@@ -25,31 +25,28 @@ TABLE_DATASETS = ANOMALOUS_DATASETS + [config["train_dataset"]]
 QUALITATIVE_FOLD = REPORT_FOLDS[0]
 
 
-EVALUATE_CFG = config.get("evaluate", {})
-
-
 rule table:
     input:
-        per_volume=per_volume_files(TABLE_DATASETS),
+        per_volume=list(per_volume_files(TABLE_DATASETS).values()),
         reference=os.path.join(workflow.basedir, "pddpm/data/reference_table1.csv"),
     output:
         # the report shows HTML inline and offers the CSV as a download
         html=report(
-            f"{RES}/tables/table1.html",
+            fill(artefacts.TABLE1, ext="html"),
             category="5. Results",
             subcategory="Table 1",
             caption="../report/table1.rst",
             labels={"table": "Table 1", "format": "html"},
         ),
         csv=report(
-            f"{RES}/tables/table1.csv",
+            fill(artefacts.TABLE1, ext="csv"),
             category="5. Results",
             subcategory="Table 1",
             caption="../report/table1.rst",
             labels={"table": "Table 1", "format": "csv"},
         ),
-        md=f"{RES}/tables/table1.md",
-        tex=f"{RES}/tables/table1.tex",
+        md=fill(artefacts.TABLE1, ext="md"),
+        tex=fill(artefacts.TABLE1, ext="tex"),
     log:
         log("table", "table1"),
     conda:
@@ -60,8 +57,8 @@ rule table:
         runtime=10,
     params:
         table=table_settings(),
-        # results/eval, derived from the inputs (results/eval/{model}/fold{k}/{ds}_per_volume.csv)
-        eval_dir=lambda wc, input: eval_dir_of(input.per_volume),
+        # (model, fold, data set) of each per-volume input, in the same order
+        per_volume_keys=list(per_volume_files(TABLE_DATASETS)),
         ddof=1,
     script:
         "../workflow_scripts/table.py"
@@ -69,14 +66,12 @@ rule table:
 
 rule qualitative:
     input:
-        slices=f"{RES}/slices/{{ds}}_test.npz",
-        infer=expand(f"{RES}/infer/{{model}}/fold{QUALITATIVE_FOLD}/{{{{ds}}}}_test.npz", model=REPORT_MODELS),
-        thresholds=expand(
-            f"{RES}/eval/{{model}}/fold{QUALITATIVE_FOLD}/{{{{ds}}}}_threshold.json", model=REPORT_MODELS
-        ),
+        slices=fill(artefacts.SLICES, split="test"),
+        infer=[fill(artefacts.INFERENCE, model=m, fold=QUALITATIVE_FOLD, split="test") for m in REPORT_MODELS],
+        thresholds=[fill(artefacts.THRESHOLD, model=m, fold=QUALITATIVE_FOLD) for m in REPORT_MODELS],
     output:
         report(
-            f"{RES}/figures/qualitative_{{ds}}.png",
+            fill(artefacts.FIGURE, name="qualitative_{ds}"),
             category="5. Results",
             subcategory="Qualitative",
             caption="../report/qualitative.rst",
@@ -85,7 +80,7 @@ rule qualitative:
     log:
         log("qualitative", "{ds}"),
     wildcard_constraints:
-        ds="|".join(ANOMALOUS_DATASETS) or "^$",
+        ds=one_of(ANOMALOUS_DATASETS),
     conda:
         "../envs/eval.yaml"
     threads: 1
@@ -95,7 +90,7 @@ rule qualitative:
     params:
         models=REPORT_MODELS,
         fold=QUALITATIVE_FOLD,
-        volumes=EVALUATE_CFG.get("qualitative_volumes", 3),
+        volumes=config["evaluate"]["qualitative_volumes"],
         min_component_voxels=POSTPROCESS_VOXELS["min_component_voxels"],  # rules/helpers/evaluate.smk
         run_name=config["run_name"],
     script:
@@ -104,14 +99,16 @@ rule qualitative:
 
 rule pr_curves:
     input:
-        slices=f"{RES}/slices/{{ds}}_test.npz",
-        infer=[f"{RES}/infer/{m}/fold{f}/{{ds}}_test.npz" for m in REPORT_MODELS for f in REPORT_FOLDS],
-        thresholds=[
-            f"{RES}/eval/{m}/fold{f}/{{ds}}_threshold.json" for m in REPORT_MODELS for f in REPORT_FOLDS
+        slices=fill(artefacts.SLICES, split="test"),
+        infer=[
+            fill(artefacts.INFERENCE, model=m, fold=f, split="test")
+            for m in REPORT_MODELS
+            for f in REPORT_FOLDS
         ],
+        thresholds=[fill(artefacts.THRESHOLD, model=m, fold=f) for m in REPORT_MODELS for f in REPORT_FOLDS],
     output:
         report(
-            f"{RES}/figures/pr_{{ds}}.png",
+            fill(artefacts.FIGURE, name="pr_{ds}"),
             category="5. Results",
             subcategory="Precision-recall",
             caption="../report/pr_curves.rst",
@@ -122,7 +119,7 @@ rule pr_curves:
     benchmark:
         bench("pr_curves", "{ds}")
     wildcard_constraints:
-        ds="|".join(ANOMALOUS_DATASETS) or "^$",
+        ds=one_of(ANOMALOUS_DATASETS),
     conda:
         "../envs/eval.yaml"
     threads: 1
@@ -139,10 +136,10 @@ rule pr_curves:
 
 rule dice_distribution:
     input:
-        per_volume_files(ANOMALOUS_DATASETS),
+        list(per_volume_files(ANOMALOUS_DATASETS).values()),
     output:
         report(
-            f"{RES}/figures/dice_distribution.png",
+            fill(artefacts.FIGURE, name="dice_distribution"),
             category="5. Results",
             subcategory="Per-volume Dice",
             caption="../report/dice_distribution.rst",
@@ -157,20 +154,19 @@ rule dice_distribution:
         mem_mb=1000,
         runtime=10,
     params:
-        models=REPORT_MODELS,
-        folds=REPORT_FOLDS,
         datasets=ANOMALOUS_DATASETS,
-        eval_dir=lambda wc, input: eval_dir_of(input),
+        # (model, fold, data set) of each per-volume input, in the same order
+        per_volume_keys=list(per_volume_files(ANOMALOUS_DATASETS)),
     script:
         "../workflow_scripts/dice_distribution.py"
 
 
 rule training_curves:
     input:
-        logs=[f"{RES}/models/{m}/fold{f}/train_log.csv" for m in trained_models() for f in REPORT_FOLDS],
+        logs=[fill(artefacts.TRAIN_LOG, model=m, fold=f) for m in trained_models() for f in REPORT_FOLDS],
     output:
         report(
-            f"{RES}/figures/training_curves.png",
+            fill(artefacts.FIGURE, name="training_curves"),
             category="4. Training",
             subcategory="Loss curves",
             caption="../report/training_curves.rst",
@@ -191,15 +187,17 @@ rule training_curves:
         "../workflow_scripts/training_curves.py"
 
 
-TARGETS += [f"{RES}/tables/table1.{ext}" for ext in ("csv", "md", "tex", "html")]
+TARGETS += [fill(artefacts.TABLE1, ext=ext) for ext in ("csv", "md", "tex", "html")]
 
 
-TARGETS += [f"{RES}/figures/{kind}_{ds}.png" for kind in ("qualitative", "pr") for ds in ANOMALOUS_DATASETS]
+TARGETS += [
+    fill(artefacts.FIGURE, name=f"{kind}_{ds}") for kind in ("qualitative", "pr") for ds in ANOMALOUS_DATASETS
+]
 
 
 if ANOMALOUS_DATASETS:
-    TARGETS.append(f"{RES}/figures/dice_distribution.png")
+    TARGETS.append(fill(artefacts.FIGURE, name="dice_distribution"))
 
 
 if trained_models():
-    TARGETS.append(f"{RES}/figures/training_curves.png")
+    TARGETS.append(fill(artefacts.FIGURE, name="training_curves"))

@@ -1,6 +1,6 @@
-# Stage: splits and slices. Split sheets per data set in the original CSV layout, checked for
-# duplicates, leakage and missing files; each subject on the model grid once; then one array file per
-# (data set, split) assembled from those.
+# Stage: splits and slices (docs/splits-and-slices.md). Split sheets per data set in the original CSV
+# layout, checked for duplicates, leakage and missing files; each subject on the model grid once; then one
+# array file per (data set, split) assembled from those.
 
 
 include: "helpers/slices.smk"
@@ -21,7 +21,7 @@ SPLIT_PARAMS = dict(
     authors=lambda wc: authors_sheets(wc.ds),
     # the authors' published sheets, downloaded, on the raw route (split -> file)
     downloaded=lambda wc: authors_sheet_downloads(wc.ds),
-    root=lambda wc: ds_cfg(wc.ds).get("path"),
+    root=lambda wc: ds_cfg(wc.ds)["path"],
     kind=lambda wc: ds_cfg(wc.ds)["kind"],
     folds=config["splits"]["folds"],
     val_fraction=config["splits"]["val_fraction"],
@@ -40,11 +40,11 @@ rule splits:
         # apart from the subjects, so that the downloaded sheets are planned before the download checkpoint
         authors=split_sheet_inputs,
     output:
-        f"{RES}/splits/{{ds}}_{{split}}.csv",
+        artefacts.SPLIT_SHEET,
     log:
         log("splits", "{ds}_{split}"),
     wildcard_constraints:
-        split=SPLIT_PATTERN,
+        split=artefacts.SPLIT_PATTERN,
     conda:
         "../envs/preprocess.yaml"
     threads: 1
@@ -60,7 +60,7 @@ rule splits:
 use rule splits as split_defects with:
     output:
         report(
-            f"{RES}/splits/{{ds}}_defects.tsv",
+            artefacts.SPLIT_DEFECTS,
             caption="../report/splits_defects.rst",
             category="3. Splits and slices",
             subcategory="{ds}",
@@ -76,7 +76,7 @@ rule slice_subject:
     input:
         unpack(subject_slice_inputs),
     output:
-        SUBJECT_SLICES,
+        artefacts.SUBJECT_SLICES,
     log:
         log("slice_subject", "{ds}", "{sub}"),
     benchmark:
@@ -102,17 +102,17 @@ rule slice_subject:
 # is a param (they reach it through its inputs).
 rule slices:
     input:
-        sheet=f"{RES}/splits/{{ds}}_{{split}}.csv",
+        sheet=artefacts.SPLIT_SHEET,
         # superset of the sheet's rows: the job reads the sheet to pick them
         subjects=lambda wc: subject_slices(wc.ds),
     output:
-        f"{RES}/slices/{{ds}}_{{split}}.npz",
+        artefacts.SLICES,
     log:
         log("slices", "{ds}_{split}"),
     benchmark:
         bench("slices", "{ds}_{split}")
     wildcard_constraints:
-        split=SPLIT_PATTERN,
+        split=artefacts.SPLIT_PATTERN,
     conda:
         "../envs/preprocess.yaml"
     threads: 1
@@ -125,10 +125,10 @@ rule slices:
 
 rule slices_preview:
     input:
-        f"{RES}/slices/{{ds}}_{{split}}.npz",
+        artefacts.SLICES,
     output:
         report(
-            f"{RES}/slices/preview/{{ds}}_{{split}}.png",
+            artefacts.SLICES_PREVIEW,
             caption="../report/splits_slices_preview.rst",
             category="3. Splits and slices",
             subcategory="{ds}",
@@ -137,7 +137,7 @@ rule slices_preview:
     log:
         log("slices_preview", "{ds}_{split}"),
     wildcard_constraints:
-        split=SPLIT_PATTERN,
+        split=artefacts.SPLIT_PATTERN,
     conda:
         "../envs/preprocess.yaml"
     threads: 1
@@ -151,7 +151,9 @@ rule slices_preview:
 
 
 for _ds in DATASETS:
-    TARGETS.append(f"{RES}/splits/{_ds}_defects.tsv")
-    TARGETS.extend(f"{RES}/splits/{_ds}_{s}.csv" for s in split_names(_ds))
-    TARGETS.extend(f"{RES}/slices/{_ds}_{s}.npz" for s in slice_splits(_ds))
-    TARGETS.append(f"{RES}/slices/preview/{_ds}_test.png")  # one look per data set, in the report
+    TARGETS.append(fill(artefacts.SPLIT_DEFECTS, ds=_ds))
+    TARGETS.extend(fill(artefacts.SPLIT_SHEET, ds=_ds, split=s) for s in split_names(_ds))
+    TARGETS.extend(fill(artefacts.SLICES, ds=_ds, split=s) for s in slice_splits(_ds))
+    TARGETS.append(
+        fill(artefacts.SLICES_PREVIEW, ds=_ds, split="test")
+    )  # one look per data set, in the report

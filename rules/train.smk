@@ -1,4 +1,4 @@
-# Stage: train (issue 5). One job per (model, fold), so SLURM runs the folds as parallel GPU jobs.
+# Stage: train (docs/training.md). One job per (model, fold), so SLURM runs the folds as parallel GPU jobs.
 # The resumable checkpoint lives under results/checkpoints/ - not a declared output, so Snakemake does
 # not delete it when a job fails or is killed at its time limit; rerunning the job resumes from it.
 
@@ -11,15 +11,15 @@ rule train:
         train=train_split("train"),
         val=train_split("val"),
     output:
-        model=f"{RES}/models/{{model}}/fold{{fold}}/model.pt",
+        model=artefacts.MODEL,
         log_csv=report(
-            f"{RES}/models/{{model}}/fold{{fold}}/train_log.csv",
+            artefacts.TRAIN_LOG,
             caption="../report/train_log.rst",
             category="4. Training",
             subcategory="{model}",
             labels={"model": "{model}", "fold": "{fold}", "file": "train_log.csv"},
         ),
-        run=f"{RES}/models/{{model}}/fold{{fold}}/run.json",
+        run=artefacts.RUN_RECORD,
     log:
         log("train", "{model}", "fold{fold}"),
     benchmark:
@@ -39,11 +39,9 @@ rule train:
         patch=config["patch"],
         train={k: config["train"][k] for k in ("batch_size", "lr", "epochs", "val_every_steps", "precision")},
         seed=lambda wc: config["seed"] + int(wc.fold),
-        checkpoint_dir=lambda wc: f"{RES}/checkpoints/{wc.model}/fold{wc.fold}",
+        checkpoint_dir=lambda wc: fill(artefacts.CHECKPOINT_DIR, model=wc.model, fold=wc.fold),
     script:
         "../workflow_scripts/train.py"
 
 
-TARGETS += expand(
-    f"{RES}/models/{{model}}/fold{{fold}}/model.pt", model=trained_models(), fold=config["folds_to_run"]
-)
+TARGETS += expand(artefacts.MODEL, model=trained_models(), fold=config["folds_to_run"])

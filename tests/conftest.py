@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +18,13 @@ os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A complete run of the default target on tests/configs/tiny.yaml; treat it as read-only
-    (copy it with workflow_utils.copy_run before changing anything)."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
+    (copy it with workflow_utils.copy_run before changing anything).
+
+    Where PDDPM_TINY_RUN names a folder (.ci/run sets one for its workflow and SLURM tiers), the run
+    lives there, so a second pytest session brings it up to date (snakemake reruns what changed, by
+    its rerun triggers) instead of starting over."""
+    shared = os.environ.get("PDDPM_TINY_RUN")
+    workdir = Path(shared) if shared else tmp_path_factory.mktemp("tiny_run")
     write_config(workdir)
     snakemake(workdir)
     return workdir

@@ -1,4 +1,4 @@
-"""A real single-node SLURM cluster on loopback, for tests (see ../shared/SLURM_NOTES.md for the facts).
+"""A real single-node SLURM cluster on loopback, for tests (docs/cluster.md, "Testing the SLURM setup").
 
 `slurm_cluster(workdir)` installs the Debian packages when they are missing (root + apt-get only),
 starts munged, slurmctld and slurmd detached with a config of its own under `workdir`, waits until the

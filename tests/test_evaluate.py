@@ -210,11 +210,10 @@ def test_best_dice_per_volume():
 def test_aggregation_known_numbers(tmp_path):
     rows = {0: [("a", 0.2, 0.1), ("b", 0.4, 0.3), ("c", float("nan"), 0.5)],
             1: [("a", 0.5, 0.2), ("b", 0.7, 0.4)]}
-    for fold, vols in rows.items():
-        path = aggregate.per_volume_path(tmp_path, "pddpm", fold, "brats")
-        path.parent.mkdir(parents=True)
-        pd.DataFrame(vols, columns=["subject", "dice", "auprc"]).to_csv(path, index=False)
-    per_vol = aggregate.collect(tmp_path, ["pddpm"], [0, 1], ["brats"])
+    files = {("pddpm", fold, "brats"): tmp_path / f"fold{fold}_brats_per_volume.csv" for fold in rows}
+    for (_, fold, _), path in files.items():
+        pd.DataFrame(rows[fold], columns=["subject", "dice", "auprc"]).to_csv(path, index=False)
+    per_vol = aggregate.collect(files)
     assert len(per_vol) == 5
     folds = aggregate.fold_means(per_vol)
     assert folds["dice"].tolist() == pytest.approx([0.3, 0.6])  # NaN Dice skipped
@@ -227,8 +226,8 @@ def test_aggregation_known_numbers(tmp_path):
     assert out.loc["dice", "n_folds"] == 2
     one = aggregate.across_folds(folds[folds.fold == 0])
     assert one["std"].isna().all()
-    with pytest.raises(PddpmInputError, match="per-volume results missing"):
-        aggregate.collect(tmp_path, ["ddpm"], [0], ["brats"])
+    with pytest.raises(PddpmInputError, match="per-volume results not found"):
+        aggregate.collect({("ddpm", 0, "brats"): tmp_path / "none_per_volume.csv"})
 
 
 # ---------------------------------------------------------------- the fast path against the plain one

@@ -10,9 +10,12 @@ import pandas as pd
 import pytest
 
 import evaluate_reference
+from pddpm.artefacts import read_threshold
+from pddpm.artefacts import write_per_volume as write_csv
+from pddpm.artefacts import write_threshold as write_json
 from pddpm.errors import PddpmInputError
 from pddpm.evaluate.inference_file import save_inference
-from pddpm.evaluate.split import per_volume, read_threshold, split_threshold, write_csv, write_json
+from pddpm.evaluate.split import per_volume, split_threshold
 from pddpm.slices import save_split
 
 SHAPE = (2, 6, 12, 12)

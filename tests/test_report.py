@@ -13,6 +13,7 @@ import pytest
 import yaml
 from sklearn.metrics import average_precision_score
 
+from pddpm import artefacts
 from pddpm.errors import PddpmInputError
 from pddpm.report import figures, table
 
@@ -22,12 +23,22 @@ TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
 
 # ------------------------------------------------------------------------------------------------ fixtures
 
-def write_per_volume(eval_dir: Path, config: dict, values: dict) -> None:
+def per_volume_file(root: Path, model: str, fold: int, ds: str) -> Path:
+    return root / artefacts.path(artefacts.PER_VOLUME, model=model, fold=fold, ds=ds)
+
+
+def per_volume_files(root: Path, config: dict) -> dict:
+    """What the `table` rule hands the library: (model, fold, data set) -> file, for the whole config."""
+    return {(m, f, d.key): per_volume_file(root, m, f, d.key) for m in config["models"]
+            for f in config["folds_to_run"] for d in table.datasets_from_config(config)}
+
+
+def write_per_volume(root: Path, config: dict, values: dict) -> None:
     """values: (model, fold, ds) -> list of per-volume metric values (dice for anomalous, recon_error for
     healthy); the other columns are filled with noise that the table must not show."""
     rng = np.random.default_rng(0)
     for (model, fold, ds), vals in values.items():
-        path = table.per_volume_path(eval_dir, model, fold, ds)
+        path = per_volume_file(root, model, fold, ds)
         path.parent.mkdir(parents=True, exist_ok=True)
         subjects = [f"{ds}_{i:03d}" for i in range(len(vals))]
         if config["datasets"][ds]["role"] == "anomalous":
@@ -73,10 +84,10 @@ def synthetic_run(root: Path, config: dict, n_test: int = 3, shape=(6, 24, 24), 
                     {"threshold": 0.45, "method": "interval", "val_dice": 0.5}))
                 vals = rng.random(n_test)
                 fold_means[(model, fold, ds)] = vals.mean()
-                write_per_volume(res / "eval", config, {(model, fold, ds): vals})
+                write_per_volume(root, config, {(model, fold, ds): vals})
     for model in config["models"]:
         for fold in config["folds_to_run"]:
-            write_per_volume(res / "eval", config, {(model, fold, healthy): rng.random(4) / 50})
+            write_per_volume(root, config, {(model, fold, healthy): rng.random(4) / 50})
             if model != "thresh":
                 # as pddpm.train writes it: one row per validation interval
                 steps = np.arange(5, 41, 5)
@@ -116,9 +127,9 @@ def test_table_in_three_formats_with_independently_computed_fold_statistics(tmp_
             values[(model, fold, "demo_brats")] = v
             values[(model, fold, "demo_mslub")] = [x / 2 for x in v]
             values[(model, fold, "demo_ixi")] = [0.01 * (fold + 1), 0.03 * (fold + 1)]
-    write_per_volume(tmp_path / "eval", config, values)
+    write_per_volume(tmp_path, config, values)
 
-    t = table.make_table1(tmp_path / "eval", config)
+    t = table.make_table1(per_volume_files(tmp_path, config), config)
     table.write_table1(t, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex", tmp_path / "t.html")
 
     csv = pd.read_csv(tmp_path / "t.csv")
@@ -133,7 +144,7 @@ def test_table_in_three_formats_with_independently_computed_fold_statistics(tmp_
     assert np.isnan(ours.loc["thresh", "demo_ixi_recon_error_mean"])  # no reconstruction: n/a
     assert (ours["n_folds"] == 2).all()
     assert csv["run_name"].eq("tiny_demo").all() and csv["demo_cohort"].all()
-    # paper rows beside ours, in the paper's order (Thresh, DDPM, pDDPM), numbers from SPEC section 8
+    # paper rows beside ours, in the paper's order (Thresh, DDPM, pDDPM), numbers from docs/spec.md section 8
     assert list(zip(csv["model"], csv["source"], strict=True)) == [
         (m, s) for m in ("thresh", "ddpm", "pddpm") for s in ("this run", "paper")]
     paper = csv[csv["source"] == "paper"].set_index("model")
@@ -166,8 +177,8 @@ def test_single_fold_has_no_spread_and_real_data_no_demo_note(tmp_path):
               "datasets": {k: {**v, "source": "local"} for k, v in TINY["datasets"].items()}}
     values = {(m, 0, ds): [0.2, 0.4] for m in config["models"] for ds in ("demo_brats", "demo_mslub")}
     values.update({(m, 0, "demo_ixi"): [0.01] for m in config["models"]})
-    write_per_volume(tmp_path / "eval", config, values)
-    t = table.make_table1(tmp_path / "eval", config)
+    write_per_volume(tmp_path, config, values)
+    t = table.make_table1(per_volume_files(tmp_path, config), config)
     md = table.to_markdown(t)
     assert "DEMO" not in md and "paper_like" in md
     ours_row = next(line for line in md.splitlines() if line.startswith("| DDPM ") and "this run" in line)
@@ -177,30 +188,29 @@ def test_single_fold_has_no_spread_and_real_data_no_demo_note(tmp_path):
 
 def test_reference_numbers_match_spec_section_8():
     ref = table.load_reference()
-    spec = (REPO.parent / "shared" / "SPEC.md")
+    spec = REPO / "docs" / "spec.md"
     assert set(ref["method"]) == {"thresh", "ae", "vae", "svae", "dae", "fanogan", "ddpm", "pddpm"}
     assert ref["source"].str.contains("MIDL 2023, Table 1").all()
     row = ref.set_index(["method", "dataset", "metric"])
     assert row.loc[("ddpm", "brats", "auprc"), "mean"] == 49.78
     assert row.loc[("fanogan", "mslub", "dice"), "std"] == 1.18
-    if spec.exists():  # cross-check every number against the spec's table where it is available
-        text = spec.read_text()
-        for (method, ds, metric), r in row.iterrows():
-            label = r["label"]
-            line = next(li for li in text.splitlines() if li.startswith(f"| {label} |"))
-            cells = [c.strip() for c in line.strip("|").split("|")][1:]
-            cell = cells[{"brats": 0, "mslub": 2}[ds] + {"dice": 0, "auprc": 1}[metric]]
-            expect = f"{r['mean']:.2f}" + ("" if np.isnan(r["std"]) else f" +- {r['std']:.2f}")
-            assert cell == expect, (method, ds, metric)
+    text = spec.read_text()  # every number against the spec's table (docs/spec.md section 8)
+    for (method, ds, metric), r in row.iterrows():
+        label = r["label"]
+        line = next(li for li in text.splitlines() if li.startswith(f"| {label} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        cell = cells[{"brats": 0, "mslub": 2}[ds] + {"dice": 0, "auprc": 1}[metric]]
+        expect = f"{r['mean']:.2f}" + ("" if np.isnan(r["std"]) else f" +- {r['std']:.2f}")
+        assert cell == expect, (method, ds, metric)
 
 
 def test_missing_model_or_dataset_in_eval_outputs_is_a_clear_error(tmp_path):
     config = TINY
     values = {(m, 0, ds): [0.3] for m in ("pddpm", "thresh") for ds in ("demo_brats", "demo_mslub")}
     values.update({(m, 0, "demo_ixi"): [0.01] for m in ("pddpm", "ddpm", "thresh")})
-    write_per_volume(tmp_path / "eval", config, values)
+    write_per_volume(tmp_path, config, values)
     with pytest.raises(PddpmInputError) as err:
-        table.make_table1(tmp_path / "eval", config)
+        table.make_table1(per_volume_files(tmp_path, config), config)
     msg = str(err.value)
     # both missing files of the ddpm model named at once, and what to do
     assert "ddpm/fold0/demo_brats_per_volume.csv" in msg and "ddpm/fold0/demo_mslub_per_volume.csv" in msg
@@ -211,11 +221,11 @@ def test_per_volume_file_without_needed_column_is_named(tmp_path):
     config = TINY
     values = {(m, 0, ds): [0.3] for m in config["models"] for ds in ("demo_brats", "demo_mslub")}
     values.update({(m, 0, "demo_ixi"): [0.01] for m in config["models"]})
-    write_per_volume(tmp_path / "eval", config, values)
-    bad = table.per_volume_path(tmp_path / "eval", "ddpm", 0, "demo_mslub")
+    write_per_volume(tmp_path, config, values)
+    bad = per_volume_file(tmp_path, "ddpm", 0, "demo_mslub")
     pd.read_csv(bad).drop(columns="auprc").to_csv(bad, index=False)
     with pytest.raises(PddpmInputError, match=r"demo_mslub_per_volume.csv: columns \['auprc'\] missing"):
-        table.make_table1(tmp_path / "eval", config)
+        table.make_table1(per_volume_files(tmp_path, config), config)
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -265,7 +275,7 @@ def test_figures_are_valid_pngs_from_synthetic_files(tmp_path):
         "demo_mslub", tmp_path / "fig" / "pr.png")
     assert_png(out)
     datasets = [d for d in table.datasets_from_config(config) if d.role == "anomalous"]
-    per_volume = table.load_per_volume(res / "eval", models, [0, 1], datasets)
+    per_volume = table.load_per_volume(per_volume_files(tmp_path, config), datasets)
     assert_png(figures.dice_distribution_figure(per_volume, ["demo_brats", "demo_mslub"],
                                                 tmp_path / "fig" / "dice.png"))
     logs = {(m, f): figures.read_train_log(res / "models" / m / f"fold{f}" / "train_log.csv")

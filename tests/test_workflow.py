@@ -59,6 +59,7 @@ def test_lint_is_clean(tmp_path):
     assert "Congratulations, your workflow is in a good condition!" in out, out
 
 
+@pytest.mark.workflow
 def test_tiny_run_end_to_end(tiny_run):
     """The whole chain ran for real: every stage's outputs exist and are consistent with each other."""
     res = tiny_run / "results"
@@ -83,10 +84,12 @@ def test_tiny_run_end_to_end(tiny_run):
     assert len(list((res / "logs").rglob("*.log"))) >= sum(expected_counts(config).values()) - 1
 
 
+@pytest.mark.workflow
 def test_nothing_left_to_do_after_a_run(tiny_run):
     assert planned_jobs(tiny_run) == {}
 
 
+@pytest.mark.workflow
 def test_report_is_built(tiny_run):
     snakemake(tiny_run, "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")

@@ -1,6 +1,7 @@
 """Rule metrics: per-volume metrics of a test split (anomalous: at the val threshold; healthy: error)."""
 
-from pddpm.evaluate.split import per_volume, read_threshold, write_csv
+from pddpm.artefacts import read_threshold, write_per_volume
+from pddpm.evaluate.split import per_volume
 from pddpm.runlog import logged
 
 with logged(snakemake.log[0]):
@@ -9,5 +10,5 @@ with logged(snakemake.log[0]):
     table = per_volume(snakemake.input.infer, snakemake.input.slices, anomalous=p.anomalous, threshold=threshold,
                        min_component_voxels=p.min_component_voxels, search=p.search, steps=p.steps,
                        threads=snakemake.threads)
-    write_csv(table, snakemake.output[0])
+    write_per_volume(table, snakemake.output[0])
     print(table.describe().to_string())

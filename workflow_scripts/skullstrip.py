@@ -5,13 +5,15 @@ from pddpm.runlog import logged
 
 with logged(snakemake.log[0]) as log:
     p = snakemake.params
-    device = snakemake.config["device"]
-    if p.backend != "none":  # torch only for the networks: 'none' (BraTS) stays light
+    device = "cpu"  # backend 'none' (BraTS: already stripped) runs no network
+    if p.backend != "none":  # torch only for the networks: 'none' stays light
         import torch
 
+        from pddpm.device import resolve_device
+
         torch.set_num_threads(snakemake.threads)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        # resolved as for training and inference (pddpm.device), so `device` means the same in every rule
+        device = resolve_device(snakemake.config["device"]).type
     info = skullstrip_files(snakemake.input.t2, p.backend, snakemake.output.t2, snakemake.output.mask,
                             device=device, hdbet_mode=p.hdbet_mode, tta=p.tta,
                             weights_dir=snakemake.input.get("weights"))

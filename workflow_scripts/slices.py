@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
+from pddpm.artefacts import save_split
 from pddpm.runlog import logged
-from pddpm.slices import assemble_split, save_split
+from pddpm.slices import assemble_split
 from pddpm.splits import read_sheet
 
 with logged(snakemake.log[0]) as log:

@@ -1,7 +1,8 @@
 """Rule `slices_preview`: middle axial slices of a split file, for the report."""
 
+from pddpm.artefacts import load_split
 from pddpm.runlog import logged
-from pddpm.slices import load_split, preview_figure
+from pddpm.slices import preview_figure
 
 with logged(snakemake.log[0]):
     split = load_split(snakemake.input[0], mmap=True)

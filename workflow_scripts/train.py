@@ -4,8 +4,8 @@ import json
 
 import torch
 
+from pddpm.artefacts import load_split
 from pddpm.runlog import logged
-from pddpm.slices import load_split
 from pddpm.train import run_record, train, write_outputs
 
 with logged(snakemake.log[0]):

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from pddpm.artefacts import SHEET_COLUMNS, SPLIT_PATTERN
 from pddpm.data.raw import SUBJECT_RE
 from pddpm.errors import PddpmInputError
+from pddpm.splits import t1_to_modality
 
 KIND_DIR = {"ixi": "Train/ixi", "brats": "Test/Brats21", "mslub": "Test/MSLUB"}
 SHEET_PREFIX = {"ixi": "IXI", "brats": "Brats21", "mslub": "MSLUB"}
 # IXI001-HH-1234_t2.nii.gz, IXI001-HH-1234_mask.nii.gz, BraTS2021_00000_seg.nii.gz -> the subject id
 SUFFIX_RE = re.compile(r"_(t1|t2|mask|seg|flair|FLAIR)\.nii(\.gz)?$|\.nii(\.gz)?$")
-SHEET_COLUMNS = ["img_name", "age", "sex", "label", "img_path", "mask_path", "seg_path"]
 
 
 def data_root(path: str | os.PathLike) -> Path:
@@ -75,9 +76,8 @@ def files(path: str | os.PathLike, kind: str) -> dict[str, dict[str, Path]]:
 
 
 def to_t2(path: str) -> str:
-    """The original loader's rewrite of a t1-named image path to its t2 image."""
-    out = re.sub(r"/t1/", "/t2/", str(path))
-    return re.sub(r"(t1|FLAIR)\.nii\.gz$", "t2.nii.gz", out)
+    """The original loader's rewrite of a t1-named image path to its t2 image (pddpm.splits)."""
+    return t1_to_modality(str(path), "t2")
 
 
 def split_sheets(path: str | os.PathLike, kind: str) -> dict[str, pd.DataFrame]:
@@ -90,7 +90,7 @@ def split_sheets(path: str | os.PathLike, kind: str) -> dict[str, pd.DataFrame]:
     sheets = {}
     for csv in sorted((root / "splits").glob(f"{prefix}_*.csv")):
         name = csv.stem.removeprefix(prefix + "_")
-        if not re.fullmatch(r"(train|val)_fold\d+|val|test", name):
+        if not re.fullmatch(SPLIT_PATTERN, name):
             continue  # e.g. avail_t2.csv
         table = pd.read_csv(csv)
         missing = [c for c in ("img_path", "mask_path") if c not in table]

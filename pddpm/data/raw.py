@@ -1,5 +1,6 @@
 """The raw contract every source is normalised into: `data/raw/{ds}/{sub}_t2.nii.gz` (+ `_seg.nii.gz`)
-and `data/raw/{ds}/subjects.tsv` (subject, t2, seg, label, then source-specific columns)."""
+and `data/raw/{ds}/subjects.tsv` (subject, t2, seg, label, then source-specific columns); the patterns,
+names and the sheet's reader and writer are `pddpm.artefacts`'."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
-import pandas as pd
 
+from pddpm.artefacts import SUBJECT_PATTERN, raw_name, subjects_row, write_subjects_tsv
 from pddpm.errors import PddpmInputError
 from pddpm.io import atomic_path
 
-# the workflow's `sub` wildcard (rules/common.smk)
-SUBJECT_RE = re.compile(r"^[A-Za-z0-9-]+(_[A-Za-z0-9-]+)*$")
+# the workflow's `sub` wildcard
+SUBJECT_RE = re.compile(f"^{SUBJECT_PATTERN}$")
 NIFTI_RE = re.compile(r"\.nii(\.gz)?$")
 
 
@@ -64,10 +65,6 @@ def visible_files(folder: Path) -> list[Path]:
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def raw_name(subject: str, key: str) -> str:
-    return f"{subject}_{key}.nii.gz"
-
-
 def place(src: Path, dst: Path, mode: str) -> None:
     """Put `src` at `dst` (a `.nii.gz` name): `link` (symlink, no copy), `move` (rename). An
     uncompressed `.nii` is written compressed instead, because readers pick the decoder from the name."""
@@ -88,25 +85,9 @@ def place(src: Path, dst: Path, mode: str) -> None:
         raise ValueError(f"mode {mode!r}")
 
 
-def subjects_table(subjects: list[RawSubject]) -> pd.DataFrame:
-    rows = [{"subject": s.subject, "t2": raw_name(s.subject, "t2"),
-             "seg": raw_name(s.subject, "seg") if s.seg else "", "label": s.label, **s.extra}
-            for s in subjects]
-    return pd.DataFrame(rows)
-
-
-def write_subjects_tsv(subjects: list[RawSubject], path: str | os.PathLike) -> Path:
-    with atomic_path(path) as tmp:
-        subjects_table(subjects).to_csv(tmp, sep="\t", index=False)
-    return Path(path)
-
-
-def read_subjects_tsv(path: str | os.PathLike) -> list[str]:
-    path = Path(path)
-    table = pd.read_csv(path, sep="\t", dtype={"subject": str})
-    if "subject" not in table:
-        raise PddpmInputError(f"{path}: no 'subject' column; expected columns subject, t2, seg, label")
-    return table["subject"].tolist()
+def subject_rows(subjects: list[RawSubject]) -> list[dict]:
+    """The rows of subjects.tsv for these subjects (source-specific columns such as site and age last)."""
+    return [subjects_row(s.subject, has_seg=bool(s.seg), label=s.label, **s.extra) for s in subjects]
 
 
 def write_raw(subjects: list[RawSubject], raw_dir: str | os.PathLike, mode: str = "move") -> Path:
@@ -116,4 +97,4 @@ def write_raw(subjects: list[RawSubject], raw_dir: str | os.PathLike, mode: str 
     for s in subjects:
         for key, src in s.files().items():
             place(Path(src), raw_dir / raw_name(s.subject, key), mode)
-    return write_subjects_tsv(subjects, raw_dir / "subjects.tsv")
+    return write_subjects_tsv(subject_rows(subjects), raw_dir / "subjects.tsv")

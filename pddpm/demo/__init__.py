@@ -27,24 +27,13 @@ KIND_ROLES = {"ixi": "healthy", "brats": "anomalous", "mslub": "anomalous"}
 
 
 def check_datasets(datasets: dict) -> list[str]:
-    """The demo data sets of a config's `datasets`, after checking each is generatable."""
+    """The demo data sets of a config's `datasets`, after the checks the workflow runs on them
+    (pddpm.config_checks: the schema, and a role that matches the kind)."""
+    from pddpm.config_checks import dataset_problems
     from pddpm.errors import PddpmConfigError
 
-    demo = [ds for ds, cfg in datasets.items() if cfg["source"] == "demo"]
-    for ds in demo:
-        cfg = datasets[ds]
-        role = KIND_ROLES[cfg["kind"]]
-        if cfg["role"] != role:
-            raise PddpmConfigError(f"datasets.{ds}: a demo data set of kind '{cfg['kind']}' is {role}; "
-                                   f"set role: {role}")
-        if "n_subjects" not in cfg:
-            raise PddpmConfigError(f"datasets.{ds}: source demo needs n_subjects (how many to synthesise)")
-    return demo
-
-
-def raw_files(ds: str, subjects: list[str], anomalous: bool) -> list[str]:
-    """The raw files of a demo data set that subjects.tsv lists: scans, and labels if anomalous."""
-    files = [f"data/raw/{ds}/{sub}_t2.nii.gz" for sub in subjects]
-    if anomalous:
-        files += [f"data/raw/{ds}/{sub}_seg.nii.gz" for sub in subjects]
-    return files
+    demo = {ds: cfg for ds, cfg in datasets.items() if cfg.get("source") == "demo"}
+    problems = dataset_problems(demo)
+    if problems:
+        raise PddpmConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return list(demo)

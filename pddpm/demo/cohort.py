@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from pddpm import artefacts
 from pddpm.demo import fields, lesions
 from pddpm.demo.anatomy import (
     ATLAS_AFFINE,
@@ -204,11 +205,10 @@ def make_subject(anat: Anatomy, kind: str, seed, grid: tuple | None = None) -> S
 
 def subject_paths(raw_dir: str | os.PathLike, sub: str) -> dict[str, Path]:
     """Where a demo subject's files go (docs/contracts.md, "Raw")."""
-    raw = Path(raw_dir)
-    return {"t2": raw / f"{sub}_t2.nii.gz", "seg": raw / f"{sub}_seg.nii.gz",
-            "mask": raw / "truth" / f"{sub}_mask.nii.gz", "wm": raw / "truth" / f"{sub}_wm.nii.gz",
-            "bias": raw / "truth" / f"{sub}_bias.nii.gz", "lesions": raw / "truth" / f"{sub}_lesions.nii.gz",
-            "native_to_atlas": raw / "truth" / f"{sub}_native_to_atlas.txt"}
+    names = {k: artefacts.fill(artefacts.RAW_NAME, sub=sub, key=k) for k in ("t2", "seg")}
+    names |= {k: artefacts.fill(artefacts.DEMO_TRUTH_NAME, sub=sub, key=k) for k in ("mask", "wm", "bias", "lesions")}
+    names["native_to_atlas"] = artefacts.fill(artefacts.DEMO_TRUTH_MATRIX_NAME, sub=sub)
+    return {k: Path(raw_dir) / name for k, name in names.items()}
 
 
 def write_subject(subject: Subject, paths: dict) -> None:
@@ -244,9 +244,5 @@ def describe(subject: Subject) -> str:
 
 def write_subjects_tsv(path: str | os.PathLike, subjects: list[str], anomalous: bool) -> None:
     """subjects.tsv: subject, t2, seg, label (file names relative to the data set folder)."""
-    lines = ["subject\tt2\tseg\tlabel"]
-    for sub in subjects:
-        seg = f"{sub}_seg.nii.gz" if anomalous else ""
-        lines.append(f"{sub}\t{sub}_t2.nii.gz\t{seg}\t{int(anomalous)}")
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text("\n".join(lines) + "\n")
+    rows = [artefacts.subjects_row(sub, has_seg=anomalous, label=int(anomalous)) for sub in subjects]
+    artefacts.write_subjects_tsv(rows, path)

@@ -1,44 +1,37 @@
 """Aggregation of per-volume results: per fold the mean over volumes, across folds mean and std.
 
-For the tables and figures: `collect` reads every `{ds}_per_volume.csv`, `fold_means` averages each
-fold, `across_folds` gives the paper's `mean +- std over folds`.
+For the tables and figures: `collect` reads the `{ds}_per_volume.csv` files it is given, `fold_means`
+averages each fold, `across_folds` gives the paper's `mean +- std over folds`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from pddpm.artefacts import PER_VOLUME_METRICS, read_per_volume
 from pddpm.errors import PddpmInputError
 
-ANOMALOUS_METRICS = ("dice", "auprc", "auroc", "best_dice")
-HEALTHY_METRICS = ("recon_error",)
+# every metric column a per-volume file may have (anomalous, then healthy data sets)
+METRICS = tuple(m for metrics in PER_VOLUME_METRICS.values() for m in metrics)
 KEYS = ("model", "fold", "dataset")
 
 
-def per_volume_path(eval_dir: str | os.PathLike, model: str, fold: int, dataset: str) -> Path:
-    return Path(eval_dir) / model / f"fold{fold}" / f"{dataset}_per_volume.csv"
-
-
-def collect(eval_dir: str | os.PathLike, models: Iterable[str], folds: Iterable[int],
-            datasets: Iterable[str]) -> pd.DataFrame:
-    """All per-volume rows in one long table with columns model, fold, dataset, subject, <metrics>."""
+def collect(files: Mapping[tuple[str, int, str], str | os.PathLike],
+            metrics: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """The per-volume files `(model, fold, dataset) -> path` in one long table with columns model, fold,
+    dataset, subject, <metrics>. `metrics` (data set -> metric columns) names the columns each data
+    set's files must have (default: whatever metrics they hold)."""
     frames = []
-    for model in models:
-        for fold in folds:
-            for ds in datasets:
-                path = per_volume_path(eval_dir, model, fold, ds)
-                if not path.exists():
-                    raise PddpmInputError(f"{path}: per-volume results missing; run the `metrics` rule first")
-                df = pd.read_csv(path)
-                df.insert(0, "dataset", ds)
-                df.insert(0, "fold", int(fold))
-                df.insert(0, "model", model)
-                frames.append(df)
+    for (model, fold, ds), path in files.items():
+        df = read_per_volume(path, (metrics or {}).get(ds))
+        df.insert(0, "dataset", ds)
+        df.insert(0, "fold", int(fold))
+        df.insert(0, "model", model)
+        frames.append(df)
     if not frames:
         raise PddpmInputError("no per-volume results to aggregate (empty models, folds or datasets)")
     return pd.concat(frames, ignore_index=True)
@@ -49,7 +42,7 @@ def fold_means(per_volume: pd.DataFrame, metrics: Iterable[str] | None = None) -
 
     Returns one row per group with the metric means and `n_volumes`."""
     keys = [k for k in KEYS if k in per_volume.columns]
-    metrics = [m for m in (metrics or ANOMALOUS_METRICS + HEALTHY_METRICS) if m in per_volume.columns]
+    metrics = [m for m in (metrics or METRICS) if m in per_volume.columns]
     if not keys:  # a single per-volume CSV
         out = per_volume[metrics].mean().to_frame().T  # pandas mean skips NaN
         out["n_volumes"] = len(per_volume)
@@ -65,7 +58,7 @@ def across_folds(per_fold: pd.DataFrame, metrics: Iterable[str] | None = None, d
 
     `ddof=1` (sample std) by default: with a single fold the std is NaN rather than a misleading 0."""
     keys = [k for k in ("model", "dataset") if k in per_fold.columns]
-    metrics = [m for m in (metrics or ANOMALOUS_METRICS + HEALTHY_METRICS) if m in per_fold.columns]
+    metrics = [m for m in (metrics or METRICS) if m in per_fold.columns]
     long = per_fold.melt(id_vars=keys + (["fold"] if "fold" in per_fold.columns else []), value_vars=metrics,
                          var_name="metric", value_name="value").dropna(subset=["value"])
     grouped = long.groupby(keys + ["metric"], sort=True)["value"]
@@ -77,7 +70,6 @@ def across_folds(per_fold: pd.DataFrame, metrics: Iterable[str] | None = None, d
     return out.reset_index()
 
 
-def summary(eval_dir: str | os.PathLike, models: Iterable[str], folds: Iterable[int],
-            datasets: Iterable[str], ddof: int = 1) -> pd.DataFrame:
+def summary(files: Mapping[tuple[str, int, str], str | os.PathLike], ddof: int = 1) -> pd.DataFrame:
     """collect -> fold_means -> across_folds in one call."""
-    return across_folds(fold_means(collect(eval_dir, models, folds, datasets)), ddof=ddof)
+    return across_folds(fold_means(collect(files)), ddof=ddof)

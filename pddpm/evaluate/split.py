@@ -7,7 +7,6 @@ split; `threads` volumes are evaluated in parallel, on as many worker processes.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -15,17 +14,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from pddpm.artefacts import per_volume_columns
 from pddpm.errors import PddpmInputError
 from pddpm.evaluate.metrics import recon_error, volume_metrics
 from pddpm.evaluate.threshold import add_histograms, threshold_of, volume_histogram
 from pddpm.evaluate.volumes import NpzVolumes, small_member
-from pddpm.io import atomic_path
 
 log = logging.getLogger("pddpm.evaluate")
 
@@ -112,32 +110,13 @@ def per_volume(infer_path: str | os.PathLike, slices_path: str | os.PathLike, *,
         subjects, maps, segs = _open_pair(infer_path, slices_path, "anomaly", "seg")
         row = partial(_metrics_row, threshold=threshold, min_component_voxels=min_component_voxels,
                       search=search, steps=steps)
-        items, columns = zip(maps, segs, strict=True), ["dice", "auprc", "auroc", "best_dice"]
+        items = zip(maps, segs, strict=True)
     else:
         subjects, recons, images = _open_pair(infer_path, slices_path, "recon", "image")
-        row, items, columns = _error_row, zip(recons, images, strict=True), ["recon_error"]
+        row, items = _error_row, zip(recons, images, strict=True)
     rows = list(map_volumes(row, items, threads=threads, total=len(subjects), progress=progress,
                             desc="metrics"))
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=per_volume_columns(anomalous)[1:])
     table.insert(0, "subject", subjects)
     return table
 
-
-def write_json(obj: dict, path: str | os.PathLike) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    return Path(path)
-
-
-def read_threshold(path: str | os.PathLike) -> float:
-    path = Path(path)
-    try:
-        return float(json.loads(path.read_text())["threshold"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PddpmInputError(f"{path}: no readable `threshold` ({exc}); delete it and rerun `threshold`") from exc
-
-
-def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
-    return Path(path)

@@ -20,9 +20,11 @@ def check_mask(mask: np.ndarray, name: str) -> np.ndarray:
     return mask
 
 
-def check_same_grid(img: nib.Nifti1Image, other: nib.Nifti1Image, name: str, other_name: str,
-                    atol_mm: float = 1e-3) -> None:
-    """`other` (a segmentation, a mask) must share the voxel grid of `img`: shape and affine."""
+def check_aligned(img: nib.Nifti1Image, other: nib.Nifti1Image, name: str, other_name: str,
+                  atol_mm: float = 1e-3) -> None:
+    """`other` (a segmentation, a mask) must lie on the voxel grid of the image `img`: the same shape and
+    the same affine (position, orientation and spacing in the world), not just the same array shape as
+    `pddpm.evaluate.postprocess.check_same_grid` asks of arrays."""
     if img.shape[:3] != other.shape[:3]:
         raise PddpmInputError(f"{other_name}: shape {other.shape[:3]} differs from its image {name} "
                               f"{img.shape[:3]}; it must be on the same voxel grid (re-export or resample it)")

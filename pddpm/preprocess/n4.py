@@ -1,4 +1,4 @@
-"""Step 5: N4 bias field correction inside the (smoothed) brain mask, SPEC settings (original:
+"""Step 5: N4 bias field correction inside the (smoothed) brain mask, docs/spec.md section 2 (original:
 4 levels x 200 iterations, tolerance 0.0005). Two implementations: SimpleITK and antspyx."""
 
 from __future__ import annotations

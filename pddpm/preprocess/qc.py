@@ -17,20 +17,15 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from pddpm.evaluate.metrics import dice
 from pddpm.io import atomic_path, load_nifti
 from pddpm.preprocess.n4 import wm_cov
 from pddpm.preprocess.resample import resample_to
 
-# thresholds the issue asks for; below them a subject is flagged
+# below these a subject is flagged (assumed: a failed stage gives far lower values, docs/preprocessing.md)
 MIN_SKULLSTRIP_DICE = 0.90
 MIN_REGISTER_DICE = 0.90
 ROBUST_Z = 3.5
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a) > 0, np.asarray(b) > 0
-    s = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / s) if s else float("nan")
 
 
 def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -95,7 +90,7 @@ def subject_metrics(files: dict, atlas: dict, spacing_mm: float, truth: dict | N
         resampled = load_nifti(files["resampled_t2"])
         ss = load_nifti(files["skullstrip_mask"])
         tmask = resample_to(load_nifti(truth["mask"]), ss.shape[:3], ss.affine, order=0) > 0
-        row["skullstrip_dice"] = dice(np.asarray(ss.dataobj), tmask)
+        row["skullstrip_dice"] = dice(np.asarray(ss.dataobj) > 0, tmask)
         tfs = transform_list(files["affine"], files.get("warp"))
         if "matrix" in truth and not files.get("warp"):
             row["transform_error_mm"] = transform_error_mm(files["affine"], np.loadtxt(truth["matrix"]),

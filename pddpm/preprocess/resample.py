@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from pddpm.preprocess.checks import check_same_grid
+from pddpm.preprocess.checks import check_aligned
 
 
 def ras_grid(img: nib.Nifti1Image, spacing_mm: float) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -69,7 +69,7 @@ def resample_subject(t2: nib.Nifti1Image, seg: nib.Nifti1Image | None, spacing_m
     Returns (t2_img, seg_img); a missing segmentation (healthy data) becomes all zeros on the same grid.
     """
     if seg is not None:
-        check_same_grid(t2, seg, t2_name, seg_name)
+        check_aligned(t2, seg, t2_name, seg_name)
     shape, affine = ras_grid(t2, spacing_mm)
     t2_out = nib.Nifti1Image(resample_to(t2, shape, affine, order=3), affine)
     if seg is None:

@@ -5,9 +5,8 @@ Pure functions from arrays / frames to a PNG file (matplotlib's Agg backend, no 
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -17,11 +16,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from pddpm.artefacts import load_inference, load_split, read_threshold  # noqa: E402
 from pddpm.errors import PddpmInputError  # noqa: E402
 from pddpm.evaluate.postprocess import remove_small_components  # noqa: E402
 from pddpm.io import atomic_path  # noqa: E402
 from pddpm.report.table import model_label, order_models  # noqa: E402
-from pddpm.slices import load_split  # noqa: E402
 
 DPI = 110
 # one colour per model, stable across figures
@@ -38,22 +37,6 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
         fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight")
     plt.close(fig)
     return Path(path)
-
-
-def load_arrays(path: str | os.PathLike, keys: Iterable[str]) -> dict[str, np.ndarray]:
-    """Named arrays of an .npz file, with an error naming the file and the missing key."""
-    path = Path(path)
-    if not path.is_file():
-        raise PddpmInputError(f"{path}: file not found; build it first (snakemake {path})")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in keys if k not in npz.files]
-            if missing:
-                raise PddpmInputError(f"{path}: arrays {missing} missing (has {npz.files}); "
-                                      "see docs/contracts.md for what the file must hold")
-            return {k: npz[k] for k in keys}
-    except (OSError, ValueError) as exc:
-        raise PddpmInputError(f"{path}: not a readable .npz file ({exc}); rerun the job that writes it") from exc
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -343,17 +326,6 @@ def training_curves_figure(logs: Mapping[tuple[str, int], pd.DataFrame], path: s
 # ---------------------------------------------------------------------------------------------------------
 # from the workflow's files (docs/contracts.md) to figures: what the rules call
 
-def read_threshold(path: str | os.PathLike) -> float:
-    path = Path(path)
-    try:
-        value = json.loads(path.read_text())["threshold"]
-    except FileNotFoundError as exc:
-        raise PddpmInputError(f"{path}: threshold file not found; run the `threshold` rule") from exc
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise PddpmInputError(f"{path}: no `threshold` in it ({exc}); rerun the `threshold` rule") from exc
-    return float(value)
-
-
 def _load_slices(path) -> dict[str, np.ndarray]:
     """The test split with image and seg memory-mapped: the figures read only a few volumes of them."""
     return load_split(path, mmap=True)
@@ -370,7 +342,7 @@ def qualitative_from_files(slices_path, infer_paths: Mapping[str, str], threshol
     shown = [subjects[v] for v in volumes]
     outputs = {}
     for model, infer_path in infer_paths.items():
-        out = load_arrays(infer_path, ("recon", "anomaly", "subjects"))
+        out = load_inference(infer_path, ("recon", "anomaly", "subjects"))
         theirs = [str(s) for s in out["subjects"]]
         rows = [theirs.index(s) for s in shown if s in theirs]
         if len(rows) < len(shown):
@@ -395,7 +367,7 @@ def pr_curves_from_files(slices_path, infer_paths: Mapping[tuple[str, int], str]
     per_model: dict[str, PRAccumulator] = {}
     points: dict[str, list[tuple[float, float]]] = {}
     for (model, fold), infer_path in infer_paths.items():
-        out = load_arrays(infer_path, ("anomaly", "subjects"))
+        out = load_inference(infer_path, ("anomaly", "subjects"))
         if [str(s) for s in out["subjects"]] != subjects:
             raise PddpmInputError(f"{infer_path}: its subjects differ from {slices_path}'s (order or set); "
                                   "rerun `infer` for it")

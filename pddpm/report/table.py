@@ -1,6 +1,6 @@
 """The paper's Table 1 from the per-volume evaluation files, with the paper's numbers beside ours.
 
-Flow: `load_per_volume` (the eval CSVs of every model, fold and data set, as one frame) ->
+Flow: `load_per_volume` (the per-volume files of every model, fold and data set, as one frame) ->
 `aggregate_over_folds` (per fold the mean over volumes, then mean and std over folds) ->
 `build_table1` (one row per model and source, numeric) -> `to_csv` / `to_markdown` / `to_latex`.
 """
@@ -26,8 +26,8 @@ from pddpm.io import atomic_path
 MODEL_LABELS = {"thresh": "Thresh", "ae": "AE", "vae": "VAE", "svae": "SVAE", "dae": "DAE",
                 "fanogan": "f-AnoGAN", "ddpm": "DDPM", "pddpm": "pDDPM"}
 KIND_LABELS = {"brats": "BraTS21", "mslub": "MSLUB", "ixi": "IXI"}
-ANOMALOUS_METRICS = ("dice", "auprc")
-HEALTHY_METRICS = ("recon_error",)
+# the columns Table 1 shows per data set, by its role (the per-volume files hold more: pddpm.artefacts)
+TABLE_METRICS = {"anomalous": ("dice", "auprc"), "healthy": ("recon_error",)}
 METRIC_LABELS = {"dice": "Dice [%]", "auprc": "AUPRC [%]", "recon_error": "recon. error"}
 # Dice and AUPRC are fractions in the eval files and percentages in the paper's table.
 PERCENT_METRICS = {"dice", "auprc"}
@@ -49,7 +49,7 @@ class Dataset:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return ANOMALOUS_METRICS if self.role == "anomalous" else HEALTHY_METRICS
+        return TABLE_METRICS[self.role]
 
     @property
     def title(self) -> str:
@@ -79,53 +79,26 @@ def order_models(models: Iterable[str]) -> list[str]:
     return sorted(models, key=lambda m: (known.index(m) if m in known else len(known), models.index(m)))
 
 
-# docs/contracts.md: results/eval/{model}/fold{fold}/{ds}_per_volume.csv (test volumes)
-per_volume_path = aggregate.per_volume_path
+PerVolumeFiles = Mapping[tuple[str, int, str], "str | os.PathLike"]
 
 
-def load_per_volume(eval_dir: str | os.PathLike, models: Sequence[str], folds: Sequence[int],
-                    datasets: Sequence[Dataset]) -> pd.DataFrame:
-    """Every model x fold x data set per-volume CSV as one frame (like pddpm.evaluate.aggregate.collect).
+def load_per_volume(files: PerVolumeFiles, datasets: Sequence[Dataset]) -> pd.DataFrame:
+    """The per-volume files `(model, fold, data set key) -> path` of the given data sets as one frame.
 
     Columns: model, fold, dataset, subject, then the metrics of the files. Raises PddpmInputError naming
     every missing file at once (so a model or data set absent from the evaluation shows in one message),
     and any file without the columns its role needs, without rows, or with non-numeric metrics.
     """
-    missing = [per_volume_path(eval_dir, m, f, d.key) for m in models for f in folds for d in datasets
-               if not per_volume_path(eval_dir, m, f, d.key).is_file()]
+    by_key = {d.key: d for d in datasets}
+    files = {k: p for k, p in files.items() if k[2] in by_key}
+    missing = [str(p) for p in files.values() if not Path(p).is_file()]
     if missing:
-        listing = "\n  ".join(str(p) for p in missing)
+        listing = "\n  ".join(missing)
         raise PddpmInputError(
             f"evaluation results missing for {len(missing)} model/fold/data set combination(s):\n  {listing}\n"
             "Run the `metrics` rule for them (snakemake builds them as inputs of `table`), or remove the "
             "model from `models`, the fold from `folds_to_run` or the data set from `datasets` in the config.")
-    frames = []
-    for model in models:
-        for fold in folds:
-            for ds in datasets:
-                path = per_volume_path(eval_dir, model, fold, ds.key)
-                try:
-                    df = pd.read_csv(path)
-                except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-                    raise PddpmInputError(f"{path}: not a readable CSV ({exc}); rerun its `metrics` job") from exc
-                need = ["subject", *ds.metrics]
-                absent = [c for c in need if c not in df.columns]
-                if absent:
-                    raise PddpmInputError(
-                        f"{path}: columns {absent} missing (has {list(df.columns)}); a {ds.role} data set's "
-                        f"per-volume file needs {need} (docs/contracts.md); rerun its `metrics` job")
-                if df.empty:
-                    raise PddpmInputError(f"{path}: no test volumes in it; check the test split of {ds.key}")
-                for metric in ds.metrics:
-                    try:
-                        df[metric] = pd.to_numeric(df[metric]).astype(float)
-                    except (ValueError, TypeError) as exc:
-                        raise PddpmInputError(f"{path}: column `{metric}` is not numeric ({exc})") from exc
-                df.insert(0, "dataset", ds.key)
-                df.insert(0, "fold", int(fold))
-                df.insert(0, "model", model)
-                frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    return aggregate.collect(files, {key: d.metrics for key, d in by_key.items()})
 
 
 def aggregate_over_folds(per_volume: pd.DataFrame, ddof: int = 1) -> pd.DataFrame:
@@ -137,7 +110,7 @@ def aggregate_over_folds(per_volume: pd.DataFrame, ddof: int = 1) -> pd.DataFram
 
 
 def load_reference(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The paper's numbers (SPEC section 8): method, label, dataset (a kind), metric, mean, std, source."""
+    """The paper's numbers (docs/spec.md section 8): method, label, dataset (a kind), metric, mean, std, source."""
     if path is None:
         with resources.as_file(resources.files("pddpm") / "data" / "reference_table1.csv") as p:
             return pd.read_csv(p)
@@ -315,10 +288,12 @@ def write_table1(table: Table1, csv_path, md_path, tex_path, html_path=None) -> 
             Path(tmp).write_text(text)
 
 
-def make_table1(eval_dir, config: Mapping, ddof: int = 1, reference_path=None) -> Table1:
-    """Everything from the eval folder and the (validated) config: the `table` rule's one call."""
+def make_table1(per_volume_files: PerVolumeFiles, config: Mapping, ddof: int = 1,
+                reference_path=None) -> Table1:
+    """Everything from the per-volume files `(model, fold, data set) -> path` and the (validated) config:
+    the `table` rule's one call."""
     datasets = datasets_from_config(config)
     models = list(config["models"])
-    per_volume = load_per_volume(eval_dir, models, config["folds_to_run"], datasets)
+    per_volume = load_per_volume(per_volume_files, datasets)
     summary = aggregate_over_folds(per_volume, ddof=ddof)
     return build_table1(summary, load_reference(reference_path), datasets, models, config["run_name"], ddof)

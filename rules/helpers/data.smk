@@ -1,25 +1,19 @@
 # Functions of rules/data.smk (kept apart from the rules, as snakemake's linter asks).
 import functools
 import os
-import re
+from pathlib import Path
+from pddpm.artefacts import read_subjects_tsv
 from pddpm.data import authors_splits as data_authors
-from pddpm.data import brats as data_brats
 from pddpm.data import download as data_download
 from pddpm.data import local as data_local
 from pddpm.data import preprocessed_layout as data_prep
-from pddpm.data.raw import read_subjects_tsv, subjects_table
+from pddpm.data.raw import subject_rows
 from pddpm.errors import PddpmInputError
 from snakemake.exceptions import IncompleteCheckpointException
 
 
 def _datasets_of(source):
     return [ds for ds in DATASETS if ds_cfg(ds)["source"] == source]
-
-
-def _one_of(names):
-    """Wildcard regex matching exactly `names` (nothing at all when empty), so these rules never
-    compete with the demo's rules for the same files."""
-    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
 
 
 @functools.cache
@@ -121,9 +115,7 @@ def authors_sheet_downloads(ds):
 
 def hdbet_download_needed():
     """Some data set is skull-stripped with HD-BET v2 and no folder of weights is given."""
-    uses = any(
-        skullstrip_backend(ds) == "hdbet" for ds in DATASETS if ds_cfg(ds)["source"] != "preprocessed"
-    )
+    uses = any(skullstrip_backend(ds) == "hdbet" for ds in DATASETS if ds_cfg(ds)["source"] != "preprocessed")
     return uses and not config["preprocess"]["skullstrip"]["weights_dir"]
 
 
@@ -133,3 +125,15 @@ def hdbet_weights_input(wildcards):
     if skullstrip_backend(wildcards.ds) != "hdbet":
         return {}
     return {"weights": config["preprocess"]["skullstrip"]["weights_dir"] or HDBET_DIR}
+
+
+def missing_urls(keys):
+    """The `source/file` keys among `keys` with no known URL and no file on disk either."""
+    out = []
+    for key in keys:
+        source, name = Path(key).parts
+        if not _source_files(source)[name]["url"] and not os.path.exists(
+            fill(artefacts.DOWNLOAD, source=source, file=name)
+        ):
+            out.append(key)
+    return out

@@ -20,11 +20,11 @@ def anomalous_param(wildcards, key):
 
 
 def metrics_inputs(wildcards):
-    pre = f"{RES}/eval/{wildcards.model}/fold{wildcards.fold}/{wildcards.ds}"
+    wc = {"model": wildcards.model, "fold": wildcards.fold, "ds": wildcards.ds}
     inputs = {
-        "infer": f"{RES}/infer/{wildcards.model}/fold{wildcards.fold}/{wildcards.ds}_test.npz",
-        "slices": f"{RES}/slices/{wildcards.ds}_test.npz",
+        "infer": fill(artefacts.INFERENCE, split="test", **wc),
+        "slices": fill(artefacts.SLICES, split="test", ds=wildcards.ds),
     }
     if is_anomalous(wildcards.ds):
-        inputs["threshold"] = f"{pre}_threshold.json"
+        inputs["threshold"] = fill(artefacts.THRESHOLD, **wc)
     return inputs

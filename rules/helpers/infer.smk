@@ -2,14 +2,14 @@
 
 
 def infer_inputs(wildcards):
-    inputs = {"slices": f"{RES}/slices/{wildcards.ds}_{wildcards.split}.npz"}
-    if wildcards.model != "thresh":
-        inputs["model"] = f"{RES}/models/{wildcards.model}/fold{wildcards.fold}/model.pt"
+    inputs = {"slices": fill(artefacts.SLICES, ds=wildcards.ds, split=wildcards.split)}
+    if has_network(wildcards.model):
+        inputs["model"] = fill(artefacts.MODEL, model=wildcards.model, fold=wildcards.fold)
     return inputs
 
 
 def network_param(wildcards, key):
-    return None if wildcards.model == "thresh" else config["infer"][key]
+    return config["infer"][key] if has_network(wildcards.model) else None
 
 
 def infer_mem_mb(wildcards, input):

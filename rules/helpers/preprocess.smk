@@ -7,24 +7,20 @@ def pp_datasets():
 
 
 def raw_inputs(wildcards):
-    files = {"t2": f"data/raw/{wildcards.ds}/{wildcards.sub}_t2.nii.gz"}
-    if is_anomalous(wildcards.ds):
-        files["seg"] = f"data/raw/{wildcards.ds}/{wildcards.sub}_seg.nii.gz"
-    return files
+    keys = ("t2", "seg") if is_anomalous(wildcards.ds) else ("t2",)
+    return {k: fill(artefacts.RAW_IMAGE, ds=wildcards.ds, sub=wildcards.sub, key=k) for k in keys}
 
 
 def atlas_files():
-    return {
-        "image": f"resources/atlas/{config['atlas']['modality']}.nii.gz",
-        "mask": "resources/atlas/mask.nii.gz",
-    }
+    atlas = atlas_outputs()
+    return {"image": atlas[config["atlas"]["modality"]], "mask": atlas["mask"]}
 
 
 def register_outputs():
-    out = {k: f"{PP}/{{ds}}/3_registered/{{sub}}_{k}.nii.gz" for k in ("t2", "mask", "seg")}
-    out["affine"] = f"{PP}/{{ds}}/3_registered/{{sub}}_affine.mat"
+    out = {k: fill(artefacts.REGISTERED, key=k) for k in ("t2", "mask", "seg")}
+    out["affine"] = artefacts.REGISTER_AFFINE
     if PPCFG["register"]["transform"] == "SyN":
-        out["warp"] = f"{PP}/{{ds}}/3_registered/{{sub}}_warp.nii.gz"
+        out["warp"] = fill(artefacts.REGISTERED, key="warp")
     return out
 
 
@@ -39,8 +35,10 @@ def qc_extra_inputs(wildcards):
     if "warp" in register_outputs():
         extra["warp"] = register_outputs()["warp"].format(ds=wildcards.ds, sub=wildcards.sub)
     if ds_cfg(wildcards.ds)["source"] == "demo":
-        t = f"data/raw/{wildcards.ds}/truth/{wildcards.sub}"
+        wc = {"ds": wildcards.ds, "sub": wildcards.sub}
         extra.update(
-            truth_mask=f"{t}_mask.nii.gz", truth_wm=f"{t}_wm.nii.gz", truth_matrix=f"{t}_native_to_atlas.txt"
+            truth_mask=fill(artefacts.DEMO_TRUTH, key="mask", **wc),
+            truth_wm=fill(artefacts.DEMO_TRUTH, key="wm", **wc),
+            truth_matrix=fill(artefacts.DEMO_TRUTH_MATRIX, **wc),
         )
     return extra

@@ -1,16 +1,21 @@
 # Functions of rules/report.smk (kept apart from the rules, as snakemake's linter asks).
-from pathlib import Path
 
 
 def table_settings():
     """What the table prints: the run, the models and folds, and each data set's role and origin."""
-    keep = ("kind", "role", "source", "n_subjects")
+    # n_subjects: demo data sets only (the schema allows it nowhere else)
     return {
         "run_name": config["run_name"],
         "models": REPORT_MODELS,
         "folds_to_run": REPORT_FOLDS,
         "train_dataset": config["train_dataset"],
-        "datasets": {ds: {k: ds_cfg(ds).get(k) for k in keep} for ds in TABLE_DATASETS},
+        "datasets": {
+            ds: {
+                **{k: ds_cfg(ds)[k] for k in ("kind", "role", "source")},
+                "n_subjects": ds_cfg(ds).get("n_subjects"),
+            }
+            for ds in TABLE_DATASETS
+        },
     }
 
 
@@ -21,14 +26,10 @@ def figure_mem_mb(wildcards, input):
 
 
 def per_volume_files(datasets):
-    return [
-        f"{RES}/eval/{m}/fold{f}/{ds}_per_volume.csv"
+    """(model, fold, data set) -> its per-volume file, for every model and fold of the report."""
+    return {
+        (m, f, ds): fill(artefacts.PER_VOLUME, model=m, fold=f, ds=ds)
         for m in REPORT_MODELS
         for f in REPORT_FOLDS
         for ds in datasets
-    ]
-
-
-def eval_dir_of(per_volume_csvs):
-    """The evaluation root of per-volume tables laid out as <root>/{model}/fold{k}/{ds}_per_volume.csv."""
-    return str(Path(list(per_volume_csvs)[0]).parents[2])
+    }

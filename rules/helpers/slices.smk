@@ -1,7 +1,6 @@
 # Functions of rules/slices.smk (kept apart from the rules, as snakemake's linter asks).
 from pddpm.data.preprocessed_layout import SHEET_PREFIX as AUTHORS_SHEET_PREFIX
 from pddpm.data.preprocessed_layout import data_root as authors_data_root
-from pddpm.splits import SPLIT_PATTERN
 
 
 def subject_file(ds, sub):
@@ -14,16 +13,12 @@ def subject_files(ds):
     return {sub: subject_file(ds, sub) for sub in subjects(ds)}
 
 
-# One subject on the model grid (rule slice_subject); split files are assembled from these.
-SUBJECT_SLICES = f"{RES}/slices/subjects/{{ds}}/{{sub}}.npz"
-
-
 def subject_slice_inputs(wildcards):
     return subject_file(wildcards.ds, wildcards.sub)
 
 
 def subject_slices(ds):
-    return [SUBJECT_SLICES.format(ds=ds, sub=sub) for sub in subjects(ds)]
+    return [fill(artefacts.SUBJECT_SLICES, ds=ds, sub=sub) for sub in subjects(ds)]
 
 
 def subject_inputs(wildcards):
@@ -48,7 +43,7 @@ def split_sheet_inputs(wildcards):
 
 
 def anomalous_val_fraction(ds):
-    return ds_cfg(ds).get("val_fraction") or config["splits"]["anomalous_val_fraction"]
+    return ds_cfg(ds)["val_fraction"] or config["splits"]["anomalous_val_fraction"]
 
 
 def _grid_voxels():
@@ -73,8 +68,7 @@ def slice_splits(ds):
     """The splits used downstream: the training set's folds that run and its test set; anomalous val and
     test (threshold and evaluation)."""
     if is_anomalous(ds):
-        return ["val", "test"]
+        return list(artefacts.ANOMALOUS_SPLITS)
     if ds != config["train_dataset"]:
         return ["test"]
-    folds = [k for k in config["folds_to_run"] if k < config["splits"]["folds"]]
-    return [f"{s}_fold{k}" for k in folds for s in ("train", "val")] + ["test"]
+    return artefacts.fold_splits(config["folds_to_run"]) + ["test"]

@@ -2,4 +2,5 @@
 
 
 def train_split(split):
-    return f"{RES}/slices/{config['train_dataset']}_{split}_fold{{fold}}.npz"
+    """The training data set's slices of one fold's `split` (train or val), `{fold}` left a wildcard."""
+    return fill(artefacts.SLICES, ds=config["train_dataset"], split=f"{split}_fold{{fold}}")
