@@ -1,4 +1,4 @@
-# Stage: infer (issue 6). Reconstructions and post-processed anomaly maps of every evaluated split, per
+# Stage: infer. Reconstructions and post-processed anomaly maps of every evaluated split, per
 # model and fold; `thresh` (the intensity baseline) needs no network.
 
 
@@ -25,15 +25,12 @@ rule infer:
     resources:
         mem_mb=infer_mem_mb,
         runtime=config["infer"]["runtime_min"],
-        gpu=lambda wc: 0 if wc.model == "thresh" else config["infer"]["gpus"],
-    # result-changing settings only (batch size, device and threads change speed, not the maps); the
-    # network's settings are None for thresh, so changing them leaves the intensity baseline alone
+        gpu=infer_gpus,
+    # result-changing settings only (batch size, device and threads change speed, not the maps), and only
+    # the `infer` keys this model kind reads: changing them leaves the intensity baseline alone
     params:
         model=lambda wc: wc.model,
-        test_timestep=lambda wc: network_param(wc, "test_timestep"),
-        ensemble_timesteps=lambda wc: network_param(wc, "ensemble_timesteps"),
-        stride=lambda wc: network_param(wc, "stride"),
-        precision=lambda wc: network_param(wc, "precision"),
+        options=infer_options,
         erosion_iterations=config["evaluate"]["erosion_iterations"],
         median_size=config["evaluate"]["median_size"],
         seed=lambda wc: config["seed"] + int(wc.fold),

@@ -1,15 +1,22 @@
 # Functions of rules/infer.smk (kept apart from the rules, as snakemake's linter asks).
+from pddpm.models import infer_params as kind_infer_params
+from pddpm.models import kind as model_kind
 
 
 def infer_inputs(wildcards):
     inputs = {"slices": f"{RES}/slices/{wildcards.ds}_{wildcards.split}.npz"}
-    if wildcards.model != "thresh":
+    if model_kind(wildcards.model).trained:
         inputs["model"] = f"{RES}/models/{wildcards.model}/fold{wildcards.fold}/model.pt"
     return inputs
 
 
-def network_param(wildcards, key):
-    return None if wildcards.model == "thresh" else config["infer"][key]
+def infer_options(wildcards):
+    """The `infer` keys this kind's maps depend on (none for thresh): changing the others reruns nothing."""
+    return kind_infer_params(wildcards.model, config)
+
+
+def infer_gpus(wildcards):
+    return config["infer"]["gpus"] if model_kind(wildcards.model).trained else 0
 
 
 def infer_mem_mb(wildcards, input):
