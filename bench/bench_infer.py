@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from pddpm.config import defaults
 from pddpm.device import resolve_device
 from pddpm.evaluate.metrics import volume_metrics
+from pddpm.evaluate.postprocess import voxel_settings
 from pddpm.infer import postprocess_split, reconstruct, seeded_noise
 from pddpm.models import build
 
@@ -90,8 +90,9 @@ def main() -> None:
         recons = np.zeros(images.shape, np.float32)
 
     t0 = time.perf_counter()
-    maps = postprocess_split(images, recons, masks, erosion_iterations=defaults("evaluate", "erosion_iterations"),
-                             median_size=defaults("evaluate", "median_size"))
+    vox = voxel_settings(spacing_mm=2.0 if args.grid == "paper" else 4.0)  # the schema's sizes in mm
+    maps = postprocess_split(images, recons, masks, erosion_iterations=vox["erosion_iterations"],
+                             median_size=vox["median_size"])
     t_post = (time.perf_counter() - t0) / args.volumes
     t0 = time.perf_counter()
     for i in range(args.volumes):

@@ -141,9 +141,10 @@ def reconstruct(images: np.ndarray, model, noise_fn: NoiseFn | None = None, *, m
     return out.reshape(n_vol, n_z, h, w)
 
 
-def postprocess_split(images: np.ndarray, recons: np.ndarray, masks: np.ndarray, *, erosion_iterations: int,
-                      median_size: int) -> np.ndarray:
-    """Anomaly maps (N, Z, H, W) float16 of a split: residual x eroded brain mask, 3D median per volume.
+def postprocess_split(images: np.ndarray, recons: np.ndarray, masks: np.ndarray, *,
+                      erosion_iterations: int | None, median_size: int | None) -> np.ndarray:
+    """Anomaly maps (N, Z, H, W) float16 of a split: residual x eroded brain mask, 3D median per volume
+    (sizes in voxels; None: pddpm.evaluate.postprocess.voxel_settings' defaults).
 
     Filled volume by volume into a float16 array (the stored precision) to bound memory on large splits."""
     check_same_grid(images=images, reconstructions=recons, masks=masks)
@@ -163,13 +164,12 @@ def infer_arrays(images: np.ndarray, masks: np.ndarray, *, model: str,
 
     model: a kind of pddpm.models.KINDS; a trained kind is read from `model_path`. options: the kind's
     inference options (`Kind.infer_keys`, e.g. test_timestep, ensemble_timesteps, stride). Arguments left
-    None take the schema's defaults (`seed`, `infer.*`, `evaluate.*`)."""
+    None take the schema's defaults (`seed`, `infer.*`; the post-processing sizes those of
+    pddpm.evaluate.postprocess.voxel_settings on the default grid)."""
     from pddpm.config import defaults
     from pddpm.models import build, kind, load_trained
 
     seed = defaults("seed") if seed is None else seed
-    erosion_iterations = defaults("evaluate", "erosion_iterations") if erosion_iterations is None else erosion_iterations
-    median_size = defaults("evaluate", "median_size") if median_size is None else median_size
     batch_size = defaults("infer", "batch_size") if batch_size is None else batch_size
     precision = defaults("infer", "precision") if precision is None else precision
     images = np.asarray(images)

@@ -1,102 +1,149 @@
 """Noise for the forward process: fractal simplex noise (pDDPM's default) or Gaussian, vectorised in torch.
 
-The original (AnoDDPM's `Simplex_CLASS.rand_3d_fixed_T_octaves`) samples 3D simplex noise on the slice's
-pixel grid (x / f, y / f, T / f) for `octaves` octaves, halving f (so each octave is twice as fine) and
-multiplying the amplitude by `persistence`, summing without normalisation, with a fresh random seed
-(permutation table) per call. The same semantics are reproduced here on the whole grid at once with
-Gustavson's 3D simplex noise; a per-call random permutation plays the seed and a random third coordinate
-plays T. Gustavson's lattice has features about half the size of OpenSimplex's and a larger spread, so
-coordinates and values are scaled to match the original's noise: single-octave std 0.317 and the same
-pixel autocorrelation (measured against the `opensimplex` package the original's code derives from;
-6-octave maps then have std 0.50 and neighbour correlation 0.96, as the original's).
+The original draws its noise with AnoDDPM's `Simplex_CLASS.rand_2d_octaves` (docs/spec.md section 5):
+2D OpenSimplex noise (Kurt Spencer's algorithm as the `opensimplex` package implements it) sampled at
+pixel (row y, column x) as noise2(x / f, y / f), summed over `octaves` octaves with f halved and the
+amplitude multiplied by `persistence` each octave (no normalisation), with a fresh random permutation
+table per call, and returned as fp16. `opensimplex2` below is that 2D algorithm, point for point, on whole
+grids at once: every branch of the scalar code becomes a `torch.where`, the permutation lookups are
+`gather`s, all octaves and maps are one batch. Given the same permutation it gives the package's values
+(to float rounding; tests/test_noise.py checks it). The permutation itself is drawn from the torch
+generator (a uniformly random permutation of 0..255, as the original's seeded shuffle is), so a run is
+reproducible from its seed and a CUDA generator keeps a training step on the GPU.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-_GRAD3 = torch.tensor([[1, 1, 0], [-1, 1, 0], [1, -1, 0], [-1, -1, 0], [1, 0, 1], [-1, 0, 1],
-                       [1, 0, -1], [-1, 0, -1], [0, 1, 1], [0, -1, 1], [0, 1, -1], [0, -1, -1]],
-                      dtype=torch.float32)
-_F3, _G3 = 1.0 / 3.0, 1.0 / 6.0
-# calibration to OpenSimplex (see the module docstring): feature size and amplitude
-_COORD_SCALE = 0.53
-_VALUE_SCALE = 0.747
+from pddpm.config import defaults
 
-DEFAULTS = {"type": "simplex", "octaves": 6, "persistence": 0.8, "frequency": 64, "per_sample": False}
-
-
-def simplex3d(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """3D simplex noise at points (x, y, z) (same shape (B, ...)) with per-map permutations `perm` (B, 512)."""
-    b = x.shape[0]
-    x, y, z = (v.reshape(b, -1) for v in (x, y, z))
-    s = (x + y + z) * _F3
-    i, j, k = torch.floor(x + s), torch.floor(y + s), torch.floor(z + s)
-    t = (i + j + k) * _G3
-    x0, y0, z0 = x - (i - t), y - (j - t), z - (k - t)
-    # which of the 6 tetrahedra of the skewed cube holds the point (Gustavson's branch table)
-    c1, c2, c3 = x0 >= y0, y0 >= z0, x0 >= z0
-    a = c1 & c2
-    bb = c1 & ~c2 & c3
-    c = c1 & ~c2 & ~c3
-    d = ~c1 & ~c2
-    e = ~c1 & c2 & ~c3
-    f = ~c1 & c2 & c3
-    offsets = [
-        (0, 0, 0),
-        ((a | bb).float(), (e | f).float(), (c | d).float()),
-        ((a | bb | c | f).float(), (a | d | e | f).float(), (bb | c | d | e).float()),
-        (1, 1, 1),
-    ]
-    ii, jj, kk = (i.long() & 255), (j.long() & 255), (k.long() & 255)
-    grad = _GRAD3.to(x.device)
-    total = torch.zeros_like(x)
-    for n, (oi, oj, ok) in enumerate(offsets):
-        dx, dy, dz = x0 - oi + n * _G3, y0 - oj + n * _G3, z0 - ok + n * _G3
-        oi_, oj_, ok_ = (o.long() if torch.is_tensor(o) else o for o in (oi, oj, ok))
-        h = torch.gather(perm, 1, kk + ok_)
-        h = torch.gather(perm, 1, jj + oj_ + h)
-        gi = torch.gather(perm, 1, ii + oi_ + h) % 12
-        g = grad[gi]
-        tt = (0.6 - dx * dx - dy * dy - dz * dz).clamp_min(0)
-        total = total + tt ** 4 * (g[..., 0] * dx + g[..., 1] * dy + g[..., 2] * dz)
-    return 32.0 * total
+# OpenSimplex 2D constants: the lattice skew and its inverse, (1/sqrt(3) - 1)/2 and (sqrt(3) - 1)/2
+_STRETCH = -0.211324865405187
+_SQUISH = 0.366025403784439
+_NORM = 47.0
+# the 8 gradients of the 2D lattice (directions to an octagon's vertices), as OpenSimplex's GRADIENTS2
+_GRADIENTS = ((5, 2), (2, 5), (-5, 2), (-2, 5), (5, -2), (2, -5), (-5, -2), (-2, -5))
 
 
-def simplex_octaves(n: int, height: int, width: int, octaves: int = 6, persistence: float = 0.8,
-                    frequency: float = 64, generator: torch.Generator | None = None,
-                    device: str | torch.device = "cpu") -> torch.Tensor:
-    """`n` independent fractal simplex maps (n, height, width), float32."""
-    # draw on the generator's device (a CUDA generator keeps a training step free of host syncs)
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    perm = torch.stack([torch.randperm(256, generator=generator, device=gdev) for _ in range(n)])
-    perm = torch.cat([perm, perm], dim=1).to(device)
-    # the original's third coordinate is the timestep T in [0, 1000)
-    tz = torch.randint(0, 1000, (n,), generator=generator, device=gdev).to(device=device, dtype=torch.float32)
-    ys = torch.arange(height, device=device, dtype=torch.float32)
-    xs = torch.arange(width, device=device, dtype=torch.float32)
+@functools.cache
+def _gradient_table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # made once per device: a host-to-device copy every training step would stall the GPU queue
+    return torch.tensor(_GRADIENTS, dtype=dtype, device=device)
+
+
+def _vertex(gx: torch.Tensor, gy: torch.Tensor, perm: torch.Tensor, xsb: torch.Tensor, ysb: torch.Tensor,
+            dx0: torch.Tensor, dy0: torch.Tensor, i, j) -> torch.Tensor:
+    """Kernel of the lattice vertex (xsb + i, ysb + j): max(0, 2 - |d|^2)^4 * (gradient . d), d the point's
+    offset from the vertex. The geometry (xsb, ..., i, j: (1, P)) is shared by all N maps; only the hash
+    of the vertex, and with it the gradient (`gx`, `gy`: (N, 256), one per permuted hash value), is per map."""
+    n = perm.shape[0]
+    ij = i + j
+    skew = (ij.to(dx0.dtype) if torch.is_tensor(ij) else ij) * _SQUISH
+    dx, dy = dx0 - i - skew, dy0 - j - skew
+    attn = (2 - dx * dx - dy * dy).clamp_min(0)
+    attn = attn * attn
+    h = torch.gather(perm, 1, ((xsb + i) & 0xFF).expand(n, -1))
+    h = (h + (ysb + j)) & 0xFF
+    return (attn * attn) * (torch.gather(gx, 1, h) * dx + torch.gather(gy, 1, h) * dy)
+
+
+def opensimplex2(x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """2D OpenSimplex noise (N, P) at the points (x, y), each (1, P) (the same points in every map), for
+    N permutation tables `perm` (N, 256) of the integers 0..255. Same dtype as x; in float64 the values
+    are the package's.
+
+    The scalar algorithm sums the kernels of four lattice vertices: (1, 0) and (0, 1) of the point's
+    rhombus, the base vertex of its triangle ((0, 0) or (1, 1)) and one extra vertex chosen by the
+    point's position; here the two chosen vertices are picked per point as integer offsets."""
+    perm = perm.long()
+    # gradient of hash value p: GRADIENTS2[p & 14 : +2] in the flat table, i.e. gradient (p & 14) / 2
+    table = _gradient_table(x.device, x.dtype)[(perm & 0x0E) >> 1]
+    gx, gy = table[..., 0].contiguous(), table[..., 1].contiguous()
+    # the skewed lattice cell (rhombus) holding each point and the point's position in it
+    stretch = (x + y) * _STRETCH
+    xs, ys = x + stretch, y + stretch
+    xsb, ysb = torch.floor(xs), torch.floor(ys)
+    squish = (xsb + ysb) * _SQUISH
+    dx0, dy0 = x - (xsb + squish), y - (ysb + squish)
+    xins, yins = xs - xsb, ys - ysb
+    in_sum = xins + yins
+    xsb, ysb = xsb.long(), ysb.long()
+
+    lower = in_sum <= 1  # the triangle at (0, 0); else the one at (1, 1)
+    x_gt_y = xins > yins
+    # lower triangle: (0, 0) one of the two closest vertices -> extra vertex (1, -1) or (-1, 1), else (1, 1)
+    zl = 1 - in_sum
+    near_l = (zl > xins) | (zl > yins)
+    # upper triangle: (0, 0) one of the two closest -> extra vertex (2, 0) or (0, 2), else (0, 0)
+    zu = 2 - in_sum
+    near_u = (zu < xins) | (zu < yins)
+    one = torch.ones_like(xsb)
+    i_lo = torch.where(near_l, torch.where(x_gt_y, one, -one), one)
+    j_lo = torch.where(near_l, -i_lo, one)
+    i_up = torch.where(near_u & x_gt_y, 2 * one, 0 * one)
+    j_up = torch.where(near_u & ~x_gt_y, 2 * one, 0 * one)
+    i_ext = torch.where(lower, i_lo, i_up)
+    j_ext = torch.where(lower, j_lo, j_up)
+    base = (~lower).long()  # (0, 0) below, (1, 1) above
+
+    value = _vertex(gx, gy, perm, xsb, ysb, dx0, dy0, 1, 0)
+    value = value + _vertex(gx, gy, perm, xsb, ysb, dx0, dy0, 0, 1)
+    value = value + _vertex(gx, gy, perm, xsb, ysb, dx0, dy0, base, base)
+    value = value + _vertex(gx, gy, perm, xsb, ysb, dx0, dy0, i_ext, j_ext)
+    return value / _NORM
+
+
+def random_permutations(n: int, generator: torch.Generator | None = None,
+                        device: str | torch.device | None = None) -> torch.Tensor:
+    """(n, 256) independent uniformly random permutations of 0..255 (the original's fresh seed per call),
+    drawn in one call on the generator's device: argsort of 62-bit random keys (ties have probability
+    ~1e-14, and argsort still returns a permutation)."""
+    gdev = generator.device if generator is not None else torch.device(device or "cpu")
+    keys = torch.randint(0, 2**62, (n, 256), generator=generator, device=gdev)
+    return keys.argsort(dim=1)
+
+
+def simplex_octaves(n: int, height: int, width: int, octaves: int, persistence: float, frequency: float,
+                    generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+                    perm: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`n` independent fractal simplex maps (n, height, width) in `dtype`, as the original's
+    `rand_2d_octaves`: map[y, x] = sum_o persistence^o * noise2(x / f_o, y / f_o), f_o = frequency / 2^o.
+
+    The permutations (n, 256) are drawn from `generator` unless given as `perm`."""
+    if perm is None:
+        perm = random_permutations(n, generator, device)
+    perm = perm.to(device)
+    ys = torch.arange(height, device=device, dtype=dtype)
+    xs = torch.arange(width, device=device, dtype=dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    gy, gx = gy.expand(n, -1, -1), gx.expand(n, -1, -1)
-    gz = tz.reshape(n, 1, 1).expand(-1, height, width)
-    out = torch.zeros(n, height * width, device=device)
-    amplitude, freq = 1.0, float(frequency)
-    for _ in range(octaves):
-        c = _COORD_SCALE / freq
-        out += (amplitude * _VALUE_SCALE) * simplex3d(gx * c, gy * c, gz * c, perm)
-        freq /= 2
-        amplitude *= persistence
-    return out.reshape(n, height, width)
+    freqs = float(frequency) / 2.0 ** torch.arange(octaves, device=device, dtype=dtype)
+    amps = float(persistence) ** torch.arange(octaves, device=device, dtype=dtype)
+    # all octaves in one batch: (O * H * W) points, the same for every map
+    cx = (gx.reshape(1, -1) / freqs[:, None]).reshape(1, -1)
+    cy = (gy.reshape(1, -1) / freqs[:, None]).reshape(1, -1)
+    values = opensimplex2(cx, cy, perm).reshape(n, octaves, height * width)
+    return (values * amps[None, :, None]).sum(dim=1).reshape(n, height, width)
+
+
+@functools.cache
+def _defaults() -> dict:
+    # once per process: make_noise runs every training step
+    return defaults("diffusion", "noise")
 
 
 def make_noise(shape, noise_cfg: dict | None = None, generator: torch.Generator | None = None,
                device: str | torch.device = "cpu") -> torch.Tensor:
-    """Noise of `shape` (B, C, H, W) as configured by `diffusion.noise` (type simplex or gaussian).
+    """Noise of `shape` (B, C, H, W), float32, as configured by `diffusion.noise` (type simplex or gaussian).
 
-    Simplex: one map shared by the whole batch as the original, or one per sample (`per_sample`).
+    Simplex: one map per call shared by the whole batch as the original, or one per sample (`per_sample`),
+    rounded to float16 as the original returned it (values exactly the fp16 ones, dtype float32).
     Random numbers come from `generator` (a torch.Generator on the CPU or on `device`) so that runs are
     reproducible.
     """
-    cfg = {**DEFAULTS, **(noise_cfg or {})}
+    cfg = {**_defaults(), **(noise_cfg or {})}
     b, c, h, w = shape
     if cfg["type"] == "gaussian":
         gdev = generator.device if generator is not None else torch.device("cpu")
@@ -106,6 +153,7 @@ def make_noise(shape, noise_cfg: dict | None = None, generator: torch.Generator 
     n = b * c if cfg["per_sample"] else c
     maps = simplex_octaves(n, h, w, cfg["octaves"], cfg["persistence"], cfg["frequency"],
                            generator=generator, device=device)
+    maps = maps.to(torch.float16).to(torch.float32)
     if cfg["per_sample"]:
         return maps.reshape(b, c, h, w)
     return maps.reshape(1, c, h, w).expand(b, -1, -1, -1).contiguous()

@@ -1,4 +1,5 @@
-"""From a preprocessed volume to the model grid (SPEC section 3), and the per-split array file.
+"""From a preprocessed volume to the model grid (SPEC section 3), the per-subject array file, and the
+per-split array file assembled from those (docs/splits-and-slices.md).
 
 Per subject, in this order (as the original's torchio pipeline):
 1. curvature-flow smoothing of the intensity image only (SimpleITK, time step 0.125, 3 iterations);
@@ -31,11 +32,13 @@ import numpy as np
 import SimpleITK as sitk
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
+from pddpm.config import defaults
 from pddpm.errors import PddpmInputError
 from pddpm.io import atomic_path, load_nifti
 
 ORIENTATION = ("L", "P", "S")
 SPLIT_KEYS = ("image", "mask", "seg", "subjects", "label", "spacing_mm", "fov_mm")
+SUBJECT_KEYS = ("image", "mask", "seg", "spacing_mm", "fov_mm", "orientation")
 log = logging.getLogger("pddpm.slices")
 
 
@@ -141,16 +144,31 @@ def _load_aligned(path: str | os.PathLike, ref: nib.Nifti1Image | None, what: st
     return img
 
 
+def slice_settings(**given) -> dict:
+    """process_subject's settings: the given ones (None = not given) over the schema's `slices` defaults."""
+    d = defaults("slices")
+    base = {"fov_mm": d["fov_mm"], "target_spacing_mm": d["target_spacing_mm"], "percentiles": d["percentiles"],
+            "time_step": d["curvature_flow"]["time_step"], "iterations": d["curvature_flow"]["iterations"],
+            "clip_output": d["clip_output"]}
+    unknown = set(given) - set(base)
+    if unknown:
+        raise TypeError(f"unknown slice settings {sorted(unknown)}")
+    return {**base, **{k: v for k, v in given.items() if v is not None}}
+
+
 def process_subject(t2: str | os.PathLike, mask: str | os.PathLike, seg: str | os.PathLike | None = None, *,
-                    fov_mm: Sequence[float] = (192, 192, 100), target_spacing_mm: float = 2.0,
-                    percentiles: Sequence[float] = (1, 99), time_step: float = 0.125, iterations: int = 3,
-                    clip_output: bool = True) -> dict[str, np.ndarray]:
+                    fov_mm: Sequence[float] | None = None, target_spacing_mm: float | None = None,
+                    percentiles: Sequence[float] | None = None, time_step: float | None = None,
+                    iterations: int | None = None, clip_output: bool | None = None) -> dict[str, np.ndarray]:
     """One subject from its preprocessed NIfTI files to model-grid arrays (Z, H, W):
-    `image` float32 in [0, 1] (see `clip_output`), `mask` and `seg` uint8 in {0, 1}.
+    `image` float32 (in [0, 1] up to the B-spline overshoot, see `clip_output`), `mask` and `seg` uint8
+    in {0, 1}. Settings not given take the schema's `slices` defaults.
 
     A missing `seg` (healthy data in the authors' layout) gives zeros. `clip_output` clips the B-spline
-    over- and undershoot at the brain edge back to [0, 1] (the original left it).
+    over- and undershoot at the brain edge back to [0, 1]; the original kept it (the default).
     """
+    cfg = slice_settings(fov_mm=fov_mm, target_spacing_mm=target_spacing_mm, percentiles=percentiles,
+                         time_step=time_step, iterations=iterations, clip_output=clip_output)
     t2_img = load_nifti(t2)
     mask_img = _load_aligned(mask, t2_img, "mask")
     seg_img = _load_aligned(seg, t2_img, "segmentation") if seg else None
@@ -159,14 +177,15 @@ def process_subject(t2: str | os.PathLike, mask: str | os.PathLike, seg: str | o
     mask_arr = reorient(mask_img)[0] > 0
     seg_arr = reorient(seg_img)[0] > 0 if seg_img is not None else np.zeros(image.shape, bool)
 
-    image = curvature_flow(image, spacing, time_step=time_step, iterations=iterations)
-    shape = fov_shape(fov_mm, spacing)
+    image = curvature_flow(image, spacing, time_step=cfg["time_step"], iterations=cfg["iterations"])
+    shape = fov_shape(cfg["fov_mm"], spacing)
     image, mask_arr, seg_arr = (crop_or_pad(a, shape) for a in (image, mask_arr, seg_arr))
-    image = rescale_percentiles(image, mask_arr, percentiles, name=str(t2))
-    image = resample(image, spacing, target_spacing_mm, label=False)
-    mask_arr = resample(mask_arr.astype(np.uint8), spacing, target_spacing_mm, label=True)
-    seg_arr = resample(seg_arr.astype(np.uint8), spacing, target_spacing_mm, label=True)
-    if clip_output:
+    image = rescale_percentiles(image, mask_arr, cfg["percentiles"], name=str(t2))
+    target = cfg["target_spacing_mm"]
+    image = resample(image, spacing, target, label=False)
+    mask_arr = resample(mask_arr.astype(np.uint8), spacing, target, label=True)
+    seg_arr = resample(seg_arr.astype(np.uint8), spacing, target, label=True)
+    if cfg["clip_output"]:
         image = np.clip(image, 0.0, 1.0)
     # (i, j, k) -> (k, i, j): axial slices first
     return {"image": np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32),
@@ -174,42 +193,119 @@ def process_subject(t2: str | os.PathLike, mask: str | os.PathLike, seg: str | o
             "seg": np.ascontiguousarray((seg_arr > 0).transpose(2, 0, 1), dtype=np.uint8)}
 
 
+# --- one subject's file --------------------------------------------------------------------------------
+# Each subject is sliced once (rule `slice_subject`) and every split file is assembled from these files,
+# so the five folds of a run never slice a subject twice. The image is stored as float16, the split
+# file's precision, by the same cast, so an assembled split holds the very bits slicing per split gave.
+
+def save_subject(volume: Mapping[str, np.ndarray], path: str | os.PathLike, *, fov_mm: Sequence[float],
+                 target_spacing_mm: float) -> Path:
+    """Write one subject's model-grid arrays (process_subject's output) atomically as an uncompressed
+    .npz: `image` float16, `mask`, `seg` uint8 (Z, H, W), and the grid they are on."""
+    arrays = {"image": np.asarray(volume["image"]).astype(np.float16),
+              "mask": np.asarray(volume["mask"], dtype=np.uint8), "seg": np.asarray(volume["seg"], dtype=np.uint8),
+              "spacing_mm": np.float64(target_spacing_mm), "fov_mm": np.asarray(fov_mm, dtype=np.float64),
+              "orientation": np.array("".join(ORIENTATION))}
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
+    return Path(path)
+
+
+def load_subject(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A subject file as written by `save_subject` (`spacing_mm` a float, `orientation` a str)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in SUBJECT_KEYS if k not in npz.files]
+            if missing:
+                raise PddpmInputError(f"{path}: subject slice file lacks {', '.join(missing)}; delete it and "
+                                      "rerun `slice_subject`")
+            out = {k: npz[k] for k in SUBJECT_KEYS}
+    except PddpmInputError:
+        raise
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise PddpmInputError(f"{path}: not a readable subject slice file ({exc}); delete it and rerun "
+                              "`slice_subject`") from exc
+    out["spacing_mm"] = float(out["spacing_mm"])
+    out["orientation"] = str(out["orientation"])
+    return out
+
+
 # --- one split file ------------------------------------------------------------------------------------
 
-def build_split(rows: Iterable[Mapping], *, fov_mm: Sequence[float] = (192, 192, 100),
-                target_spacing_mm: float = 2.0, progress: bool = False, **settings) -> dict[str, np.ndarray]:
-    """Arrays of a split file from sheet rows (`img_name`, `label`, `img_path`, `mask_path`, `seg_path`).
-
-    `settings` go to `process_subject`. The volumes are written into preallocated arrays, so the peak
-    memory is the split file plus one subject.
-    """
-    rows = list(rows)
+def _stack_split(rows: list[Mapping], volumes: Iterable[tuple[str, Mapping[str, np.ndarray]]], *,
+                 progress: bool) -> dict[str, np.ndarray]:
+    """The split file's arrays but its grid (spacing_mm, fov_mm, orientation) from `volumes` ((name for
+    errors, arrays), one per row, in row order), written into preallocated arrays, so the peak memory is
+    the split file plus one subject."""
     if not rows:
         raise PddpmInputError("split sheet has no rows")
-    it = rows
     if progress:
         from tqdm import tqdm
-        it = tqdm(rows, desc="slicing", unit="subject")
+        volumes = tqdm(volumes, total=len(rows), desc="slicing", unit="subject")
     out = None
-    for n, r in enumerate(it):
-        vol = process_subject(r["img_path"], r["mask_path"], r.get("seg_path") or None, fov_mm=fov_mm,
-                              target_spacing_mm=target_spacing_mm, **settings)
+    for n, (r, (source, vol)) in enumerate(zip(rows, volumes, strict=True)):
         if out is None:
             shape = (len(rows), *vol["image"].shape)
             out = {"image": np.empty(shape, np.float16), "mask": np.empty(shape, np.uint8),
                    "seg": np.empty(shape, np.uint8)}
         for key in ("image", "mask", "seg"):
             if vol[key].shape != out[key].shape[1:]:
-                raise PddpmInputError(f"{r['img_path']}: model grid {vol[key].shape} differs from the "
+                raise PddpmInputError(f"{source}: model grid {vol[key].shape} differs from the "
                                       f"split's {out[key].shape[1:]}; all subjects must share one spacing")
             out[key][n] = vol[key]
         log.info("%s: %s", r["img_name"], vol["image"].shape)
     out["subjects"] = np.array([str(r["img_name"]) for r in rows], dtype=str)
     out["label"] = np.array([int(r["label"]) for r in rows], dtype=np.int64)
-    out["spacing_mm"] = np.float64(target_spacing_mm)
-    out["fov_mm"] = np.asarray(fov_mm, dtype=np.float64)
-    out["orientation"] = np.array("".join(ORIENTATION))
     return out
+
+
+def _with_grid(arrays: dict, fov_mm: Sequence[float], target_spacing_mm: float) -> dict[str, np.ndarray]:
+    arrays["spacing_mm"] = np.float64(target_spacing_mm)
+    arrays["fov_mm"] = np.asarray(fov_mm, dtype=np.float64)
+    arrays["orientation"] = np.array("".join(ORIENTATION))
+    return arrays
+
+
+def build_split(rows: Iterable[Mapping], *, progress: bool = False, **settings) -> dict[str, np.ndarray]:
+    """Arrays of a split file from sheet rows (`img_name`, `label`, `img_path`, `mask_path`, `seg_path`),
+    slicing every subject here. `settings` go to `process_subject` (schema defaults otherwise).
+
+    The workflow slices each subject once and uses `assemble_split`, which gives the same arrays."""
+    rows = list(rows)
+    cfg = slice_settings(**settings)
+    volumes = ((r["img_path"], process_subject(r["img_path"], r["mask_path"], r.get("seg_path") or None, **cfg))
+               for r in rows)
+    return _with_grid(_stack_split(rows, volumes, progress=progress), cfg["fov_mm"], cfg["target_spacing_mm"])
+
+
+def assemble_split(rows: Iterable[Mapping], subject_files: Mapping[str, str | os.PathLike], *,
+                   progress: bool = False) -> dict[str, np.ndarray]:
+    """Arrays of a split file from sheet rows (`img_name`, `label`) and the subject files (`save_subject`)
+    of those subjects (`img_name` -> path; more may be given): nothing is recomputed. All subjects must be
+    on one grid (spacing and field of view)."""
+    rows = list(rows)
+    missing = [str(r["img_name"]) for r in rows if str(r["img_name"]) not in subject_files]
+    if missing:
+        raise PddpmInputError(f"split sheet names subject(s) without a slice file: {', '.join(missing[:5])}"
+                              f"{' ...' if len(missing) > 5 else ''}; each must be a subject of its data set")
+    first: list = []  # (path, grid) of the first subject: every other must be on the same grid
+
+    def volumes():
+        for r in rows:
+            path = subject_files[str(r["img_name"])]
+            vol = load_subject(path)
+            grid = (vol["spacing_mm"], tuple(vol["fov_mm"].tolist()), vol["orientation"])
+            if not first:
+                first.append((path, grid))
+            elif grid != first[0][1]:
+                raise PddpmInputError(f"{path}: sliced with spacing, field of view, orientation {grid}, but "
+                                      f"{first[0][0]} with {first[0][1]}; rerun `slice_subject` for both")
+            yield path, vol
+
+    arrays = _stack_split(rows, volumes(), progress=progress)
+    spacing, fov, _ = first[0][1]
+    return _with_grid(arrays, fov, spacing)
 
 
 def save_split(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:

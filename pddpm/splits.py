@@ -274,3 +274,49 @@ def build_sheets(*, ds: str, anomalous: bool, files: Mapping[str, Mapping[str, s
         sheets = {s: sheet_from_subjects(assign[s], files, int(anomalous)) for s in wanted}
     defects = check_sheets(sheets)
     return apply_defects(sheets, defects, drop=drop_defects)
+
+
+# ---------------------------------------------------------------------------------------------------
+# sheets that name subjects (the authors' published sheets on the raw route)
+
+def build_named_sheets(*, ds: str, anomalous: bool, named: Mapping[str, pd.DataFrame],
+                       files: Mapping[str, Mapping[str, str | None]], drop_defects: bool,
+                       origin: str = "the authors' sheet") -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Sheets from lists of subjects (`named`: split -> DataFrame with `subject`, `their_name`, `age`,
+    `sex`, as `pddpm.data.authors_splits.read_sheets` gives them) on this workflow's files, and their
+    defect table: the `check_sheets` defects plus the coverage of the data set:
+
+    - `missing_subject`: a row naming a volume that this data set does not have; always dropped (there
+      is no file to keep);
+    - `not_in_sheets`: a subject of the data set in none of the sheets; action `unused`.
+    """
+    label = int(anomalous)
+    sheets, coverage = {}, []
+    for split, df in named.items():
+        rows = []
+        for r in df.itertuples(index=False):
+            if not r.subject or r.subject not in files:
+                coverage.append((split, r.their_name, "missing_subject",
+                                 f"named by {origin} {split}, not a subject of datasets.{ds}", "dropped"))
+                continue
+            f = files[r.subject]
+            rows.append({"img_name": r.subject, "age": r.age, "sex": r.sex or "", "label": label,
+                         "img_path": f["t2"], "mask_path": f["mask"], "seg_path": f.get("seg") or ""})
+        if not rows:
+            shown = ", ".join(df["their_name"].head(5))
+            raise PddpmInputError(
+                f"datasets.{ds}: none of the {len(df)} volumes of {origin} {split} ({shown} ...) is a subject "
+                f"of this data set; these sheets fit only the real data set they were made for. For other "
+                f"data, set datasets.{ds}.split_source: seeded")
+        sheets[split] = pd.DataFrame(rows, columns=SHEET_COLUMNS)
+    sheets = {s: normalise_sheet(df, f"{origin} {s}") for s, df in sheets.items()}
+    sheets, defects = apply_defects(sheets, check_sheets(sheets), drop=drop_defects)
+    listed = set().union(*(set(df["subject"]) for df in named.values()))
+    coverage += [("-", sub, "not_in_sheets", f"a subject of datasets.{ds} in none of its sheets", "unused")
+                 for sub in sorted(set(files) - listed)]
+    extra = pd.DataFrame(coverage, columns=DEFECT_COLUMNS)
+    for defect, grp in extra.groupby("defect", sort=True):
+        log.warning("datasets.%s: %d %s: %s", ds, len(grp), defect,
+                    ", ".join(grp["img_name"].head(10)) + (" ..." if len(grp) > 10 else ""))
+    parts = [d for d in (defects, extra) if len(d)]
+    return sheets, (pd.concat(parts, ignore_index=True) if parts else defects)

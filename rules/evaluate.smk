@@ -1,4 +1,4 @@
-# Stage: evaluate (issue 6). A threshold per anomalous data set from its validation split, then
+# Stage: evaluate. A threshold per anomalous data set from its validation split, then
 # per-volume metrics of every test split (anomalous: Dice, AUPRC, AUROC, best Dice; healthy: error).
 
 
@@ -23,6 +23,8 @@ rule threshold:
         ds="|".join(ANOMALOUS) or "^$",
     conda:
         "../envs/eval.yaml"
+    # one pass over the split's voxels into a histogram: worker processes would cost more in moving
+    # the volumes than they save (bench/bench_eval.py)
     threads: 1
     resources:
         mem_mb=eval_mem_mb,
@@ -47,13 +49,15 @@ rule metrics:
         ds="|".join(EVAL_DATASETS),
     conda:
         "../envs/eval.yaml"
-    threads: 1
+    # speed only: the script reads it from `threads` (worker processes), so changing it reruns nothing
+    threads: config["evaluate"]["threads"]
     resources:
         mem_mb=eval_mem_mb,
         runtime=60,
     # settings of the anomalous metrics only, so that changing them leaves healthy test sets alone
     params:
         anomalous=lambda wc: is_anomalous(wc.ds),
+        # from evaluate.min_component_mm3 on the model grid (rules/helpers/evaluate.smk)
         min_component_voxels=lambda wc: anomalous_param(wc, "min_component_voxels"),
         # the oracle best Dice uses the same search as the threshold
         search=lambda wc: anomalous_param(wc, "threshold_search"),

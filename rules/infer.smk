@@ -31,8 +31,9 @@ rule infer:
     params:
         model=lambda wc: wc.model,
         options=infer_options,
-        erosion_iterations=config["evaluate"]["erosion_iterations"],
-        median_size=config["evaluate"]["median_size"],
+        # evaluate.erosion_mm and median_radius_mm in voxels of the model grid (rules/helpers/evaluate.smk)
+        erosion_iterations=lambda wc: POSTPROCESS_VOXELS["erosion_iterations"],
+        median_size=lambda wc: POSTPROCESS_VOXELS["median_size"],
         seed=lambda wc: config["seed"] + int(wc.fold),
         stream=lambda wc: f"{wc.ds}_{wc.split}",
     script:

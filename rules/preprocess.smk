@@ -35,6 +35,8 @@ rule resample:
 
 rule skullstrip:
     input:
+        # HD-BET v2's weights folder where that backend runs: the job reads it and never downloads
+        unpack(hdbet_weights_input),
         t2=rules.resample.output.t2,
     output:
         t2=f"{PP}/{{ds}}/2_skullstripped/{{sub}}_t2.nii.gz",
@@ -53,8 +55,8 @@ rule skullstrip:
         backend=lambda wc: skullstrip_backend(wc.ds),
         hdbet_mode=PPCFG["skullstrip"]["hdbet_mode"],
         tta=PPCFG["skullstrip"]["tta"],
-        # device and weights_dir do not change the result: read from the config by the script, so that
-        # changing them reruns nothing
+        # the device does not change the result: read from the config by the script, so that changing
+        # it reruns nothing
     script:
         "../workflow_scripts/skullstrip.py"
 

@@ -96,7 +96,7 @@ rule qualitative:
         models=REPORT_MODELS,
         fold=QUALITATIVE_FOLD,
         volumes=EVALUATE_CFG.get("qualitative_volumes", 3),
-        min_component_voxels=EVALUATE_CFG.get("min_component_voxels", 7),
+        min_component_voxels=POSTPROCESS_VOXELS["min_component_voxels"],  # rules/helpers/evaluate.smk
         run_name=config["run_name"],
     script:
         "../workflow_scripts/qualitative.py"

@@ -1,5 +1,6 @@
-# Stage: splits and slices (issue 4). Split sheets per data set in the original CSV layout, checked for
-# duplicates, leakage and missing files; then one array file per (data set, split) on the model grid.
+# Stage: splits and slices. Split sheets per data set in the original CSV layout, checked for
+# duplicates, leakage and missing files; each subject on the model grid once; then one array file per
+# (data set, split) assembled from those.
 
 
 include: "helpers/slices.smk"
@@ -18,6 +19,8 @@ SPLIT_PARAMS = dict(
     anomalous=lambda wc: is_anomalous(wc.ds),
     files=lambda wc: None if authors_sheets(wc.ds) else subject_files(wc.ds),
     authors=lambda wc: authors_sheets(wc.ds),
+    # the authors' published sheets, downloaded, on the raw route (split -> file)
+    downloaded=lambda wc: authors_sheet_downloads(wc.ds),
     root=lambda wc: ds_cfg(wc.ds).get("path"),
     kind=lambda wc: ds_cfg(wc.ds)["kind"],
     folds=config["splits"]["folds"],
@@ -33,7 +36,9 @@ SPLIT_PARAMS = dict(
 # job derives the same seeded assignment (cheap: no image is read) and writes its own sheet.
 rule splits:
     input:
-        unpack(splits_input),
+        preprocessed=subject_inputs,
+        # apart from the subjects, so that the downloaded sheets are planned before the download checkpoint
+        authors=split_sheet_inputs,
     output:
         f"{RES}/splits/{{ds}}_{{split}}.csv",
     log:
@@ -65,11 +70,41 @@ use rule splits as split_defects with:
         log("splits", "{ds}_defects"),
 
 
+# Each subject is sliced once, whatever the splits and folds it is in; changing one subject re-slices
+# only that subject (the split files of its data set are then reassembled, which is only I/O).
+rule slice_subject:
+    input:
+        unpack(subject_slice_inputs),
+    output:
+        SUBJECT_SLICES,
+    log:
+        log("slice_subject", "{ds}", "{sub}"),
+    benchmark:
+        bench("slice_subject", "{ds}", "{sub}")
+    conda:
+        "../envs/preprocess.yaml"
+    threads: 1
+    resources:
+        mem_mb=subject_slice_mem_mb,
+        runtime=15,
+    params:
+        fov_mm=config["slices"]["fov_mm"],
+        target_spacing_mm=config["slices"]["target_spacing_mm"],
+        percentiles=config["slices"]["percentiles"],
+        time_step=config["slices"]["curvature_flow"]["time_step"],
+        iterations=config["slices"]["curvature_flow"]["iterations"],
+        clip_output=config["slices"]["clip_output"],
+    script:
+        "../workflow_scripts/slice_subject.py"
+
+
+# One split file from the sheet and the subjects' slice files: no slicing here, so no slicing setting
+# is a param (they reach it through its inputs).
 rule slices:
     input:
         sheet=f"{RES}/splits/{{ds}}_{{split}}.csv",
         # superset of the sheet's rows: the job reads the sheet to pick them
-        preprocessed=subject_inputs,
+        subjects=lambda wc: subject_slices(wc.ds),
     output:
         f"{RES}/slices/{{ds}}_{{split}}.npz",
     log:
@@ -80,17 +115,10 @@ rule slices:
         split=SPLIT_PATTERN,
     conda:
         "../envs/preprocess.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=slices_mem_mb,
-        runtime=lambda wc: 10 + 2 * len(subjects(wc.ds)),
-    params:
-        fov_mm=config["slices"]["fov_mm"],
-        target_spacing_mm=config["slices"]["target_spacing_mm"],
-        percentiles=config["slices"]["percentiles"],
-        time_step=config["slices"]["curvature_flow"]["time_step"],
-        iterations=config["slices"]["curvature_flow"]["iterations"],
-        clip_output=config["slices"]["clip_output"],
+        runtime=lambda wc: 10 + subject_count(wc.ds) // 20,
     script:
         "../workflow_scripts/slices.py"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
+import subprocess
 import tarfile
 import zipfile
 
@@ -12,7 +14,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_fixtures import brats_folder, ixi_demographics, ixi_tar, mslub_zip, nifti, tar_of, zip_of
+from data_fixtures import (
+    MSLUB_ARCHIVES,
+    MSLUB_FLAIR_GRID,
+    MSLUB_RAW_GRID,
+    brats_folder,
+    ixi_demographics,
+    ixi_tar,
+    mslub_archive,
+    mslub_patient,
+    nifti,
+    sri24_spm8_zip,
+    tar_of,
+    zip_of,
+)
 from pddpm.data import ixi, local, normalise, sri24
 from pddpm.data.archives import extract
 from pddpm.errors import PddpmInputError
@@ -91,28 +106,57 @@ def test_zip_member_outside_is_refused(tmp_path):
     assert not (tmp_path.parent / "evil.nii.gz").exists()
 
 
-def test_mslub_picks_the_t2_on_the_ground_truths_grid(tmp_path):
-    zips = [mslub_zip(tmp_path, "patient01", "raw"), mslub_zip(tmp_path, "patient02", "preprocessed")]
+def test_mslub_archives_of_five_patients_to_raw(tmp_path):
+    zips = [mslub_archive(tmp_path, name) for name in MSLUB_ARCHIVES[:2]]
     raw = tmp_path / "raw"
     subs = normalise.from_archives("mslub", zips, raw, "anomalous")
-    assert [(s.subject, s.label) for s in subs] == [("patient01", 1), ("patient02", 1)]
-    assert _raw_listing(raw) == ["patient01_seg.nii.gz", "patient01_t2.nii.gz", "patient02_seg.nii.gz",
-                                 "patient02_t2.nii.gz", "subjects.tsv"]
-    # patient01: the raw T2W (raw first); patient02: only the co-registered T2W matches the ground truth
-    assert nib.load(raw / "patient01_t2.nii.gz").shape == (8, 8, 4)
-    assert nib.load(raw / "patient02_t2.nii.gz").shape == (6, 6, 6)
+    want = [f"patient{n:02d}" for n in range(1, 11)]
+    assert [(s.subject, s.label) for s in subs] == [(p, 1) for p in want]
+    assert _raw_listing(raw) == sorted([f"{p}_{k}.nii.gz" for p in want for k in ("seg", "t2")] + ["subjects.tsv"])
+    # the co-registered T2 (FLAIR grid, like the consensus), never raw/: voxel for voxel, with its affine
+    src = tmp_path / f"{MSLUB_ARCHIVES[1]}_src" / "patient07"
+    for key, name in (("t2", "patient07_T2W.nii.gz"), ("seg", "patient07_consensus_gt.nii.gz")):
+        img, ref = nib.load(raw / f"patient07_{key}.nii.gz"), nib.load(src / name)
+        np.testing.assert_array_equal(img.get_fdata(), ref.get_fdata())
+        np.testing.assert_allclose(img.affine, ref.affine)
+    assert nib.load(raw / "patient07_t2.nii.gz").shape == MSLUB_FLAIR_GRID[0] != MSLUB_RAW_GRID[0]
     table = pd.read_csv(raw / "subjects.tsv", sep="\t")
-    assert table["seg"].tolist() == ["patient01_seg.nii.gz", "patient02_seg.nii.gz"]
+    assert table["seg"].tolist() == [f"{p}_seg.nii.gz" for p in want]
+
+
+def test_mslub_t2_off_the_ground_truths_grid_is_refused(tmp_path):
+    z = mslub_archive(tmp_path, bad_t2="patient03")
+    with pytest.raises(PddpmInputError, match="not on the voxel grid") as err:
+        normalise.from_archives("mslub", [z], tmp_path / "raw", "anomalous")
+    assert "patient03/patient03_T2W.nii.gz" in str(err.value)
+    assert _raw_listing(tmp_path / "raw") == []
+
+
+def test_mslub_only_raw_t2_is_not_used(tmp_path):
+    d = mslub_patient(tmp_path / "src", "patient03")
+    (d / "patient03_T2W.nii.gz").unlink()  # left: raw/patient03_T2W.nii.gz, on its own grid
+    with pytest.raises(PddpmInputError, match="no co-registered T2 patient03_T2W.nii.gz") as err:
+        normalise.from_archives("mslub", [zip_of(tmp_path / "src", tmp_path / "3D-MR-MS_patient01-05.zip")],
+                                tmp_path / "raw", "anomalous")
+    assert "raw/ lies on another grid" in str(err.value)
 
 
 def test_mslub_missing_ground_truth(tmp_path):
-    src = tmp_path / "src" / "patient03"
-    nifti(src / "raw" / "patient03_T2W.nii.gz")
+    d = mslub_patient(tmp_path / "src", "patient03")
+    (d / "patient03_consensus_gt.nii.gz").unlink()
     with pytest.raises(PddpmInputError, match="patient03_consensus_gt.nii.gz") as err:
-        normalise.from_archives("mslub", [zip_of(src.parent, tmp_path / "patient03.zip")],
+        normalise.from_archives("mslub", [zip_of(tmp_path / "src", tmp_path / "3D-MR-MS_patient01-05.zip")],
                                 tmp_path / "raw", "anomalous")
     assert "patient03_T2W.nii.gz" in str(err.value)
     assert _raw_listing(tmp_path / "raw") == []
+
+
+def test_mslub_local_folder_of_unzipped_archives(tmp_path):
+    for name in MSLUB_ARCHIVES[:1]:
+        extract(mslub_archive(tmp_path, name), tmp_path / "MSLUB" / name.removesuffix(".zip"))
+    subs = local.scan(tmp_path / "MSLUB", "mslub", "anomalous")
+    assert [s.subject for s in subs] == [f"patient{n:02d}" for n in range(1, 6)]
+    assert all("raw" not in s.t2.parts and s.t2.name == f"{s.subject}_T2W.nii.gz" for s in subs)
 
 
 def test_brats_local_folder(tmp_path):
@@ -176,23 +220,49 @@ def test_local_bad_folders(tmp_path, case):
     assert str(d) in str(err.value)
 
 
-def test_sri24_archive_to_atlas(tmp_path):
-    src = tmp_path / "src" / "sri24"
-    aff = np.diag([-1.0, -1.0, 1.0, 1.0])
-    for name in ("T1.nii", "T2.nii", "T1_brain.nii", "PD.nii"):
-        nifti(src / name, (12, 12, 8), affine=aff)
-    nifti(src / "brainmask_nos.nii", (12, 12, 8), affine=aff, dtype=np.uint8)
-    folder = extract(zip_of(src.parent, tmp_path / "sri24_anatomy_nifti.zip"), tmp_path / "x")
+def _git_hash_object(path):
+    # git's own implementation, to check ours against
+    return subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_sri24_spm8_archive_to_atlas(tmp_path, caplog):
+    archive = sri24_spm8_zip(tmp_path)
+    folder = extract(archive, tmp_path / "x")
+    src = tmp_path / "sri24_spm8_src" / "templates"
     out = {k: tmp_path / "atlas" / f"{k}.nii.gz" for k in ("t1", "t2", "mask")}
-    sri24.convert(folder, out)
-    t1 = nib.load(out["t1"])
-    np.testing.assert_array_equal(t1.get_fdata(), nib.load(src / "T1.nii").get_fdata().astype(np.float32))
-    np.testing.assert_allclose(t1.affine, aff)
-    mask = nib.load(out["mask"])
-    assert mask.get_data_dtype() == np.uint8 and set(np.unique(mask.get_fdata())) <= {0, 1}
-    (src / "T2.nii").unlink()
-    with pytest.raises(PddpmInputError, match=r"no atlas \['t2'\].*T2.nii"):
-        sri24.find(src)
+    members = {"templates/T1_brain.nii": {"git_sha1": _git_hash_object(src / "T1_brain.nii")},
+               "templates/T2_brain.nii": {"git_sha1": "0" * 40}}
+    with caplog.at_level(logging.INFO, logger="pddpm.data.sri24"):
+        info = sri24.convert(folder, out, members)
+    # the skull-stripped templates, unchanged (not the whole-head T1.nii / T2.nii)
+    for key, name in (("t1", "T1_brain.nii"), ("t2", "T2_brain.nii")):
+        img, ref = nib.load(out[key]), nib.load(src / name)
+        np.testing.assert_array_equal(img.get_fdata(), ref.get_fdata())
+        np.testing.assert_allclose(img.affine, ref.affine)
+        assert img.get_data_dtype() == np.float32
+    # the mask: T1_brain's non-zero region with the dark voxel inside filled; image x mask = T1_brain
+    t1 = nib.load(src / "T1_brain.nii").get_fdata()
+    mask = nib.load(out["mask"]).get_fdata()
+    assert nib.load(out["mask"]).get_data_dtype() == np.uint8
+    centre = tuple((np.array(t1.shape) - 1) // 2)  # where the fixture put the dark voxel
+    assert t1[centre] == 0 and mask[centre] == 1 and mask.sum() == (t1 != 0).sum() + 1
+    np.testing.assert_array_equal(t1 * mask, t1)
+    assert info["mask_dice_t2"] == 1.0
+    assert info["identical_to_original"] == {"templates/T1_brain.nii": True, "templates/T2_brain.nii": False}
+    assert "T2_brain.nii: git blob" in caplog.text and "differs from the original" in caplog.text
+    assert sri24.git_blob_sha1(src / "T2_brain.nii") == _git_hash_object(src / "T2_brain.nii")
+
+
+def test_sri24_templates_that_disagree_are_refused(tmp_path):
+    folder = extract(sri24_spm8_zip(tmp_path, t2_mask_shrink=2), tmp_path / "x")
+    out = {k: tmp_path / "atlas" / f"{k}.nii.gz" for k in ("t1", "t2", "mask")}
+    with pytest.raises(PddpmInputError, match=r"agrees with T2_brain's only at Dice 0\.\d+"):
+        sri24.convert(folder, out)
+    assert not (tmp_path / "atlas").exists()
+    for p in folder.rglob("T2_brain.nii"):
+        p.unlink()
+    with pytest.raises(PddpmInputError, match=r"no atlas \['t2'\].*templates/T2_brain.nii"):
+        sri24.find(folder)
 
 
 def test_ixi_demographics_from_real_xls(tmp_path):

@@ -7,13 +7,24 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+import evaluate_reference
 from pddpm.errors import PddpmInputError
 from pddpm.evaluate import aggregate
 from pddpm.evaluate.metrics import auprc, auroc, best_dice, dice, recon_error, volume_metrics
-from pddpm.evaluate.postprocess import anomaly_map, erode_mask_slices, remove_small_components
-from pddpm.evaluate.threshold import choose_threshold, exact_search, interval_search
+from pddpm.evaluate.postprocess import (
+    anomaly_map,
+    anomaly_maps_torch,
+    erode_mask_slices,
+    median_filter,
+    remove_small_components,
+    voxel_settings,
+)
+from pddpm.evaluate.threshold import _DiceAt, choose_threshold, exact_search, interval_search
+from workflow_utils import REPO
 
 
 # ---------------------------------------------------------------- metrics vs hand-computed values
@@ -64,8 +75,9 @@ def test_volume_metrics_components_and_empty_gt():
 
     empty = np.zeros_like(gt)
     e = volume_metrics(amap, empty, threshold=0.5)
-    assert e["dice"] == 0.0 and e["auprc"] == 0.0
-    assert math.isnan(e["auroc"]) and math.isnan(e["best_dice"])
+    assert e["dice"] == 0.0  # something predicted, nothing there
+    # undefined, as with the scikit-learn the original pinned: left out of the means
+    assert math.isnan(e["auprc"]) and math.isnan(e["auroc"]) and math.isnan(e["best_dice"])
     assert math.isnan(volume_metrics(np.zeros_like(amap), empty, threshold=0.5)["dice"])
 
 
@@ -217,3 +229,221 @@ def test_aggregation_known_numbers(tmp_path):
     assert one["std"].isna().all()
     with pytest.raises(PddpmInputError, match="per-volume results missing"):
         aggregate.collect(tmp_path, ["ddpm"], [0], ["brats"])
+
+
+# ---------------------------------------------------------------- the fast path against the plain one
+# evaluate_reference.py computes everything with scipy.ndimage and scikit-learn on every voxel (the
+# implementation before the fast path); the numbers must agree to 1e-6, the maps bit for bit.
+PAPER, DEMO = voxel_settings(spacing_mm=2.0), voxel_settings(spacing_mm=4.0)
+TOL = 1e-6
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= TOL
+
+
+def _demo_volume(anatomy_ref, kind: str, seed: int, spacing: float):
+    """A demo subject (pddpm.demo) on a model grid of `spacing` mm (192 x 192 x 100 mm, as the slices),
+    scaled like the slices; a smooth healthy-looking reconstruction (lesion filled in, noise added)."""
+    from pddpm.demo.cohort import BRAIN_CENTRE, make_subject
+    from pddpm.slices import rescale_percentiles
+
+    shape = tuple(int(round(f / spacing)) for f in (192, 192, 100))
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = BRAIN_CENTRE - (np.array(shape) - 1) / 2 * spacing
+    sub = make_subject(anatomy_ref, kind, seed, grid=(shape, affine))
+    image = rescale_percentiles(sub.t2, sub.mask).transpose(2, 1, 0).astype(np.float16)  # (Z, H, W)
+    mask, seg = sub.mask.transpose(2, 1, 0), (sub.seg > 0).transpose(2, 1, 0)
+    rng = np.random.default_rng(seed)
+    recon = ndimage.gaussian_filter(image.astype(np.float32), 1.0)
+    recon[seg] = float(np.median(recon[mask > 0]))
+    recon += 0.04 * ndimage.gaussian_filter(rng.standard_normal(recon.shape), 1.5).astype(np.float32)
+    return image, recon.astype(np.float32), mask, seg
+
+
+@pytest.fixture(scope="module")
+def demo_volumes():
+    """Two demo BraTS-like and two MSLUB-like volumes on the demo's 4 mm and the paper's 2 mm grid."""
+    from pddpm.demo.anatomy import build_reference
+
+    anatomy_ref = build_reference()
+    return {(kind, spacing, seed): _demo_volume(anatomy_ref, kind, seed, spacing)
+            for kind in ("brats", "mslub") for spacing in (4.0, 2.0) for seed in (1, 2)}
+
+
+def _check_volume_metrics(amap, seg, settings):
+    pos = amap[amap > 0].astype(np.float32)
+    thresholds = [float(np.quantile(pos, q)) for q in (0.5, 0.99)] if len(pos) else [0.1]
+    for t, search in [(t, "interval") for t in [*thresholds, 0.0]] + [(thresholds[0], "exact")]:
+        fast = volume_metrics(amap, seg, t, min_component_voxels=settings["min_component_voxels"], search=search)
+        ref = evaluate_reference.volume_metrics(amap, seg, t, settings["min_component_voxels"], search)
+        assert all(_same(fast[k], ref[k]) for k in ref), (t, search, fast, ref)
+
+
+def test_fast_path_equals_reference_on_demo_volumes(demo_volumes):
+    for (kind, spacing, _), (image, recon, mask, seg) in demo_volumes.items():
+        for settings in (PAPER, DEMO):
+            kw = {"erosion_iterations": settings["erosion_iterations"], "median_size": settings["median_size"]}
+            ref = evaluate_reference.anomaly_map(image, recon, mask, **kw)
+            assert np.array_equal(anomaly_map(image, recon, mask, **kw), ref)
+            stored = anomaly_map(image, recon, mask, **kw, dtype=np.float16)
+            assert stored.dtype == np.float16 and np.array_equal(stored, ref.astype(np.float16))
+            # the intensity baseline (recon 0) too
+            assert np.array_equal(anomaly_map(image, 0, mask, **kw, dtype=np.float16),
+                                  evaluate_reference.anomaly_map(image, 0, mask, **kw).astype(np.float16))
+            _check_volume_metrics(stored, seg, settings)
+        assert seg.any(), (kind, spacing)
+
+
+def test_median_filter_equals_scipy_on_constructed_cases():
+    rng = np.random.default_rng(3)
+    cases = []
+    for shape in ((12, 20, 18), (3, 9, 7), (5, 5, 5), (1, 8, 8), (6, 2, 9)):
+        dense = rng.random(shape).astype(np.float32)
+        sparse = dense * (rng.random(shape) < 0.45)  # windows on both sides of the half-full cut
+        blob = np.zeros(shape, np.float32)
+        blob[tuple(slice(0, max(1, n // 2)) for n in shape)] = 0.7
+        ties = np.round(sparse * 4) / 4  # many equal values
+        cases += [dense, sparse, blob, ties, np.zeros(shape, np.float32)]
+    signed = rng.standard_normal((8, 10, 10)).astype(np.float32)  # negative values: the scipy path
+    with_nan = rng.random((8, 10, 10)).astype(np.float32)
+    with_nan[4, 4, 4] = np.nan
+    neg_zero = np.where(rng.random((8, 10, 10)) < 0.5, np.float32(-0.0), np.float32(0.3))
+    cases += [signed, neg_zero]
+    for values in cases:
+        for size in (3, 5, 7, 4):
+            ref = ndimage.median_filter(values, size=size)
+            assert np.array_equal(median_filter(values, size), ref), (values.shape, size)
+            if not np.isnan(values).any():
+                half = values.astype(np.float16)
+                got = median_filter(half, size)
+                assert got.dtype == np.float16 and np.array_equal(got, ref.astype(np.float16))
+    got = median_filter(with_nan, 5)  # NaN: handed to scipy, whatever it does
+    assert np.array_equal(got, ndimage.median_filter(with_nan, size=5), equal_nan=True)
+    assert np.array_equal(median_filter(cases[0], 1), cases[0])
+
+
+def test_metrics_equal_scikit_learn_on_constructed_cases():
+    rng = np.random.default_rng(5)
+    shape = (6, 10, 10)
+    gt = np.zeros(shape, bool)
+    gt[2:4, 3:7, 3:7] = True
+    cont = (rng.random(shape) + 0.5 * gt).astype(np.float32)  # float32 values that are not float16
+    cases = [
+        (cont, gt), (cont.astype(np.float16), gt), (cont.astype(np.float64), gt),
+        (np.round(cont * 3) / 3, gt),  # heavy ties across classes
+        (np.zeros(shape, np.float32), gt),  # one value: a single threshold
+        (cont, np.zeros(shape, bool)),  # empty ground truth: AUPRC, AUROC, best Dice undefined
+        (cont, np.ones(shape, bool)),  # only positives: AUROC undefined
+        (cont, np.eye(10, dtype=bool)[None].repeat(6, 0) & (rng.random(shape) < 0.1)),
+        (np.where(gt, np.float16(0.5), np.float16(-0.0)), gt),  # -0 ties with +0
+        (-cont, gt),  # negative scores
+    ]
+    for scores, labels in cases:
+        assert _same(auprc(scores, labels), evaluate_reference.auprc(scores, labels))
+        assert _same(auroc(scores, labels), evaluate_reference.auroc(scores, labels))
+        for method in ("interval", "exact"):
+            assert _same(best_dice(scores, labels, method), evaluate_reference.best_dice(scores, labels, method))
+        for t in (0.0, 0.3, 0.7, 1.2):
+            ref = evaluate_reference.volume_metrics(scores, labels, t, 3)
+            fast = volume_metrics(scores, labels, t, min_component_voxels=3)
+            assert all(_same(fast[k], ref[k]) for k in ref), (t, fast, ref)
+    # the two searches on their own
+    for scores, labels in cases[:4]:
+        assert interval_search(scores, labels, 10) == evaluate_reference.interval_search(scores, labels, 10)
+        assert exact_search(scores, labels) == evaluate_reference.exact_search(scores, labels)
+
+
+def test_auprc_empty_ground_truth_is_undefined():
+    scores = np.linspace(0, 1, 50).astype(np.float32)
+    assert math.isnan(auprc(scores, np.zeros(50, bool)))
+    # and left out of the per-fold mean, like an undefined Dice
+    frame = pd.DataFrame({"subject": ["a", "b"], "auprc": [auprc(scores, scores > 0.5), float("nan")]})
+    assert aggregate.fold_means(frame)["auprc"].iloc[0] == pytest.approx(auprc(scores, scores > 0.5))
+
+
+def test_dice_at_agrees_with_dice():
+    rng = np.random.default_rng(7)
+    scores = (np.round(rng.random((4, 9, 9)) * 20) / 20).astype(np.float32)
+    for labels in (scores > 0.6, np.zeros(scores.shape, bool), rng.random(scores.shape) < 0.2):
+        at = _DiceAt(scores, labels)
+        for t in [-1.0, 0.0, 0.05, 0.33, 0.6, 0.61, 0.999, 1.0, 2.0, *np.unique(scores).tolist()]:
+            assert _same(at(t), dice(scores > np.float32(t), labels)), t
+    # both empty: undefined in both
+    assert math.isnan(_DiceAt(np.zeros(5), np.zeros(5, bool))(0.5))
+
+
+def test_threshold_of_a_split_equals_reference():
+    rng = np.random.default_rng(11)
+    segs = np.zeros((5, 8, 16, 16), bool)
+    for i in range(5):
+        segs[i, 2:5, 3 + i:8 + i, 4:9] = True
+    maps = (ndimage.gaussian_filter(rng.random(segs.shape), (0, 1, 1, 1)) + 0.3 * segs).astype(np.float16)
+    for method in ("interval", "exact"):
+        res = choose_threshold(maps, segs, method=method)
+        assert (res["threshold"], res["val_dice"]) == evaluate_reference.choose_threshold(maps, segs, method)
+        # volumes one at a time (an iterator) give the same
+        again = choose_threshold(iter(list(maps)), iter(list(segs)), method=method)
+        assert again["threshold"] == res["threshold"] and again["n_volumes"] == 5
+
+
+# ---------------------------------------------------------------- sizes in mm
+def test_mm_sizes_reproduce_the_original_at_2mm():
+    assert voxel_settings(spacing_mm=2.0) == {"erosion_iterations": 3, "median_size": 5, "min_component_voxels": 7}
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    assert voxel_settings(paper["evaluate"], paper["slices"]["target_spacing_mm"]) == voxel_settings(spacing_mm=2.0)
+    # and the behaviour: the original's 3 iterations, 5^3 median, components of <= 7 voxels removed
+    rng = np.random.default_rng(2)
+    image = rng.random((10, 24, 24)).astype(np.float16)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[:, 3:21, 2:22] = 1
+    vox = voxel_settings(spacing_mm=2.0)
+    ours = anomaly_map(image, 0, mask, erosion_iterations=vox["erosion_iterations"], median_size=vox["median_size"])
+    assert np.array_equal(ours, evaluate_reference.anomaly_map(image, 0, mask, 3, 5))
+    binary = np.zeros((10, 10, 10), bool)
+    binary[0, 0, :7] = True  # 7 voxels = 56 mm^3: removed
+    binary[5, 5, :8] = True  # 8 voxels: kept
+    kept = remove_small_components(binary, vox["min_component_voxels"])
+    assert not kept[0].any() and kept[5, 5, :8].all()
+
+
+def test_mm_sizes_on_the_demo_grid():
+    # 4 mm: 6 mm of erosion is one grid step (the original's H // 25 gives 48 // 25 = 1 too), the
+    # 4 mm median radius a 3 x 3 x 3 window, and no component is removed: one voxel is 64 mm^3 > 56 mm^3
+    assert voxel_settings(spacing_mm=4.0) == {"erosion_iterations": 1, "median_size": 3, "min_component_voxels": 0}
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert voxel_settings(demo["evaluate"], demo["slices"]["target_spacing_mm"]) == voxel_settings(spacing_mm=4.0)
+    # a 2-voxel lesion on the 4 mm grid (2 x 64 mm^3) survives; the voxel setting 7 removed it
+    lesion = np.zeros((6, 8, 8), bool)
+    lesion[3, 4, 4:6] = True
+    assert remove_small_components(lesion, voxel_settings(spacing_mm=4.0)["min_component_voxels"]).sum() == 2
+    assert remove_small_components(lesion, 7).sum() == 0
+    # a 3-voxel-wide cube (12 mm) keeps its centre through the 4 mm grid's 3^3 median, not through 5^3
+    blob = np.zeros((9, 12, 12), np.float32)
+    blob[3:6, 4:7, 4:7] = 1.0
+    assert median_filter(blob, 3)[4, 5, 5] == 1.0 and median_filter(blob, 5)[4, 5, 5] == 0.0
+    # other grids: floor, so no size grows beyond its mm
+    assert voxel_settings(spacing_mm=1.0) == {"erosion_iterations": 6, "median_size": 9, "min_component_voxels": 56}
+    assert voxel_settings({"median_radius_mm": 0}, 2.0)["median_size"] == 1
+    with pytest.raises(PddpmInputError, match="target_spacing_mm"):
+        voxel_settings(spacing_mm=0)
+
+
+# ---------------------------------------------------------------- the torch path (GPU after inference)
+def test_torch_post_processing_equals_numpy(demo_volumes):
+    torch = pytest.importorskip("torch")
+    vols = [v for (kind, spacing, seed), v in demo_volumes.items() if spacing == 4.0 and seed == 1]
+    images = np.stack([v[0] for v in vols])
+    recons = np.stack([v[1] for v in vols])
+    masks = np.stack([v[2] for v in vols])
+    for settings in (PAPER, DEMO, {"erosion_iterations": 0, "median_size": 1}):
+        kw = {"erosion_iterations": settings["erosion_iterations"], "median_size": settings["median_size"]}
+        numpy_maps = np.stack([anomaly_map(i, r, m, **kw, dtype=np.float16)
+                               for i, r, m in zip(images, recons, masks, strict=True)])
+        got = anomaly_maps_torch(images, torch.from_numpy(recons), masks, **kw, device="cpu", slab=3)
+        assert got.dtype == np.float16 and np.array_equal(got, numpy_maps), settings
+        base = anomaly_maps_torch(images, 0, masks, **kw, device="cpu")
+        assert np.array_equal(base, np.stack([anomaly_map(i, 0, m, **kw, dtype=np.float16)
+                                              for i, m in zip(images, masks, strict=True)]))
+    with pytest.raises(PddpmInputError, match="different grids"):
+        anomaly_maps_torch(images, recons, masks[:, :, :-1], **kw)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import evaluate_reference
 from pddpm.errors import PddpmInputError
 from pddpm.evaluate.inference_file import save_inference
 from pddpm.evaluate.split import per_volume, read_threshold, split_threshold, write_csv, write_json
@@ -72,3 +74,67 @@ def test_unreadable_threshold_file(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps({"method": "interval"}))
     with pytest.raises(PddpmInputError, match="threshold"):
         read_threshold(tmp_path / "t.json")
+
+
+def _big_split(tmp_path, n=60, shape=(16, 48, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    seg = np.zeros((n, *shape), np.uint8)
+    for i in range(n):
+        if i % 7:  # every seventh volume without lesion: undefined AUPRC/AUROC/best Dice, Dice 0 or NaN
+            seg[i, 4:9, 10 + i % 20:18 + i % 20, 12:20] = 1
+    image = np.clip(0.3 + 0.5 * seg + 0.05 * rng.standard_normal(seg.shape), 0, 1).astype(np.float16)
+    subjects = [f"s{i:03d}" for i in range(n)]
+    save_split({"image": image, "mask": np.ones(seg.shape, np.uint8), "seg": seg, "subjects": np.array(subjects),
+                "label": np.ones(n, int), "spacing_mm": np.float64(4.0),
+                "fov_mm": np.array([192.0, 192.0, 64.0])}, tmp_path / "test.npz")
+    maps = (np.abs(image.astype(np.float32) - 0.3) * (rng.random(seg.shape) < 0.9)).astype(np.float16)
+    recon = np.full(seg.shape, 0.3, np.float16)
+    save_inference(tmp_path / "inf.npz", recon, maps, subjects, {"seed": 1})
+    return image, seg, maps
+
+
+def test_split_tables_on_threads_equal_the_plain_path(tmp_path):
+    image, seg, maps = _big_split(tmp_path)
+    one = per_volume(tmp_path / "inf.npz", tmp_path / "test.npz", anomalous=True, threshold=0.3,
+                     min_component_voxels=7, progress=False)
+    two = per_volume(tmp_path / "inf.npz", tmp_path / "test.npz", anomalous=True, threshold=0.3,
+                     min_component_voxels=7, progress=False, threads=2)
+    pd.testing.assert_frame_equal(one, two)
+    for i in (0, 1, 13):  # volume 0: no lesion
+        ref = evaluate_reference.volume_metrics(maps[i], seg[i], 0.3, 7)
+        for key, value in ref.items():
+            assert one[key][i] == pytest.approx(value, abs=1e-6, nan_ok=True)
+    assert np.isnan(one.auprc[0]) and not np.isnan(one.auprc[1])
+    healthy = per_volume(tmp_path / "inf.npz", tmp_path / "test.npz", anomalous=False, progress=False, threads=2)
+    expected = np.abs(image.astype(np.float32) - np.float32(np.float16(0.3))).mean(axis=(1, 2, 3))
+    assert healthy.recon_error.to_numpy() == pytest.approx(expected)
+    for method in ("interval", "exact"):
+        a = split_threshold(tmp_path / "inf.npz", tmp_path / "test.npz", method=method, progress=False)
+        b = split_threshold(tmp_path / "inf.npz", tmp_path / "test.npz", method=method, threads=2, progress=False)
+        assert a == b
+        assert (a["threshold"], a["val_dice"]) == evaluate_reference.choose_threshold(maps, seg, method)
+
+
+def test_split_is_read_one_volume_at_a_time(tmp_path):
+    """Peak memory of the metrics and the threshold does not grow with the split (4x the volumes); on
+    one thread, where tracemalloc sees all of the work (worker processes hold one volume each)."""
+    peaks = {}
+    for n in (20, 80):
+        (tmp_path / str(n)).mkdir()
+        _big_split(tmp_path / str(n), n=n, shape=(16, 96, 96))
+        for job in ("metrics", "threshold"):
+            tracemalloc.start()
+            try:
+                if job == "metrics":
+                    per_volume(tmp_path / str(n) / "inf.npz", tmp_path / str(n) / "test.npz", anomalous=True,
+                               threshold=0.3, min_component_voxels=7, progress=False)
+                else:
+                    split_threshold(tmp_path / str(n) / "inf.npz", tmp_path / str(n) / "test.npz",
+                                    progress=False)
+                peaks[n, job] = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    # 60 more volumes would hold 26 MB more (float16 map and uint8 labels: 442 kB each) if read whole;
+    # what varies is the few volumes and histograms (1 MB each) in flight
+    for job in ("metrics", "threshold"):
+        assert peaks[80, job] < peaks[20, job] + 5e6, (job, peaks)

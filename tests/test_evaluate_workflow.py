@@ -1,7 +1,7 @@
 """The infer -> threshold -> metrics rules run for real by snakemake on synthetic slices and models.
 
 Upstream outputs (slice files, trained models) are written here directly in their contract formats and
-`--allowed-rules` keeps snakemake from rebuilding them, so this exercises only issue 6's rules."""
+`--allowed-rules` keeps snakemake from rebuilding them, so this exercises only the inference and evaluation rules."""
 
 from __future__ import annotations
 
@@ -97,10 +97,14 @@ def test_reruns_exactly_what_a_setting_changes(eval_run):
             (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     assert plan("infer", "batch_size", 7) == {}  # speed only
-    # anomalous-only settings leave the healthy set's metrics alone
-    assert plan("evaluate", "min_component_voxels", 3) == {"metrics": 2}
+    assert plan("evaluate", "threads", 2) == {}
+    # anomalous-only settings leave the healthy set's metrics alone; on the tiny config's 4 mm grid
+    # 200 mm^3 is 3 voxels (the default 56 mm^3: none), 60 mm^3 still none, so it reruns nothing
+    assert plan("evaluate", "min_component_mm3", 200) == {"metrics": 2}
+    assert plan("evaluate", "min_component_mm3", 60) == {}
     assert plan("evaluate", "threshold_search", "exact") == {"threshold": 2, "metrics": 2}
     # post-processing lives in the inference file (contract): every split of every model
-    assert plan("evaluate", "erosion_iterations", 1) == {"infer": 6, "threshold": 2, "metrics": 4}
+    assert plan("evaluate", "erosion_mm", 8) == {"infer": 6, "threshold": 2, "metrics": 4}
+    assert plan("evaluate", "median_radius_mm", 5) == {}  # still a 3 x 3 x 3 window at 4 mm
     # a network setting: only the pddpm jobs, thresh is untouched
     assert plan("infer", "test_timestep", 250) == {"infer": 3, "threshold": 1, "metrics": 2}

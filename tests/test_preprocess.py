@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from pddpm.errors import PddpmInputError
-from pddpm.preprocess import crop, n4, qc, register, resample, skullstrip, stages
+from pddpm.preprocess import crop, n4, qc, register, resample, stages
 
 SPACING = 2.0
 
@@ -218,21 +218,6 @@ def test_skullstrip_none_is_the_nonzero_region(tmp_path):
     out = {"t2": tmp_path / "ss_t2.nii.gz", "mask": tmp_path / "ss_mask.nii.gz"}
     stages.skullstrip_files(stripped, "none", out["t2"], out["mask"])
     assert qc.dice(nib.load(out["mask"]).get_fdata(), truth) > 0.99
-
-
-def test_hdbet_v2_missing_weights_fail_at_once_saying_where(tmp_path):
-    where = tmp_path / "weights"
-    # a closed local port: the download fails at once, without needing or using the internet
-    with pytest.raises(PddpmInputError) as err:
-        skullstrip.ensure_hdbet_v2_weights(where, url="http://127.0.0.1:9/release.zip", timeout_s=5)
-    msg = str(err.value)
-    assert str(where / "fold_all" / "checkpoint_final.pth") in msg
-    assert "weights_dir" in msg and "unzip it" in msg
-    assert not list(where.parent.glob(".*.zip"))
-    # present weights: no download attempted
-    (where / "fold_all").mkdir(parents=True, exist_ok=True)
-    (where / "fold_all" / "checkpoint_final.pth").write_bytes(b"x")
-    assert skullstrip.ensure_hdbet_v2_weights(where, url="http://127.0.0.1:9/x") == where
 
 
 # ---------------------------------------------------------------- chain: register, crop, N4, QC

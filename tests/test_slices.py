@@ -16,15 +16,18 @@ import yaml
 from pddpm.errors import PddpmInputError
 from pddpm.io import save_nifti
 from pddpm.slices import (
+    assemble_split,
     build_split,
     crop_or_pad,
     curvature_flow,
     load_split,
+    load_subject,
     process_subject,
     reorient,
     resample,
     rescale_percentiles,
     save_split,
+    save_subject,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,25 +187,26 @@ def test_lps_files_give_exactly_the_arrays_the_original_reader_gives(stored_head
 
 # --- one subject end to end ---------------------------------------------------------------------------
 
-def _write_subject(tmp_path, shape, *, seg=True, spacing=2.0):
-    rng = np.random.default_rng(1)
+def _write_subject(tmp_path, shape, *, seg=True, spacing=2.0, name="s", seed=1):
+    rng = np.random.default_rng(seed)
     vol = rng.random(shape).astype(np.float32) * 100
     mask = np.zeros(shape, np.uint8)
     mask[2:-2, 2:-2, 2:-2] = 1
     aff = LPS @ np.diag([spacing, spacing, spacing, 1.0])
-    paths = {"t2": save_nifti(vol * mask, aff, tmp_path / "s_t2.nii.gz"),
-             "mask": save_nifti(mask, aff, tmp_path / "s_mask.nii.gz")}
+    paths = {"t2": save_nifti(vol * mask, aff, tmp_path / f"{name}_t2.nii.gz"),
+             "mask": save_nifti(mask, aff, tmp_path / f"{name}_mask.nii.gz")}
     if seg:
         s = np.zeros(shape, np.int16)
         s[shape[0] // 2 - 3:shape[0] // 2 + 3, 10:16, shape[2] // 2:shape[2] // 2 + 4] = 4  # BraTS label 4
-        paths["seg"] = save_nifti(s, aff, tmp_path / "s_seg.nii.gz")
+        paths["seg"] = save_nifti(s, aff, tmp_path / f"{name}_seg.nii.gz")
     return paths
 
 
 @pytest.mark.parametrize("shape", [(110, 120, 70), (40, 36, 30)])  # larger and smaller than the FOV
 def test_subject_on_the_model_grid(tmp_path, shape):
     p = _write_subject(tmp_path, shape)
-    out = process_subject(p["t2"], p["mask"], p["seg"], fov_mm=(192, 192, 100), target_spacing_mm=4.0)
+    out = process_subject(p["t2"], p["mask"], p["seg"], fov_mm=(192, 192, 100), target_spacing_mm=4.0,
+                          clip_output=True)
     assert out["image"].shape == out["mask"].shape == out["seg"].shape == (25, 48, 48)
     assert out["image"].dtype == np.float32 and out["mask"].dtype == out["seg"].dtype == np.uint8
     assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
@@ -214,6 +218,20 @@ def test_subject_on_the_model_grid(tmp_path, shape):
         expect[28 + 2:28 + 38, 30 + 2:30 + 34, 10 + 2:10 + 28] = 1
         np.testing.assert_array_equal(out["mask"], expect[1::2, 1::2, 1::2].transpose(2, 0, 1))
         assert np.abs(out["image"][:, 0, :]).max() < 1e-6  # only the B-spline tail of the brain edge
+
+
+def test_bspline_overshoot_is_kept_by_default_as_the_original(tmp_path):
+    # random voxels in a box with a hard edge: the cubic B-spline over- and undershoots [0, 1]
+    p = _write_subject(tmp_path, (60, 60, 40))
+    kept = process_subject(p["t2"], p["mask"], p["seg"], fov_mm=(96, 96, 64), target_spacing_mm=4.0)
+    clipped = process_subject(p["t2"], p["mask"], p["seg"], fov_mm=(96, 96, 64), target_spacing_mm=4.0,
+                              clip_output=True)
+    assert kept["image"].min() < -0.01 and kept["image"].max() > 1.01
+    np.testing.assert_array_equal(clipped["image"], np.clip(kept["image"], 0, 1))
+    np.testing.assert_array_equal(clipped["mask"], kept["mask"])
+    from pddpm.config import defaults
+
+    assert defaults("slices", "clip_output") is False
 
 
 def test_missing_seg_gives_zeros_and_bad_grids_are_named(tmp_path):
@@ -244,6 +262,59 @@ def test_split_file_roundtrip_and_memory_map(tmp_path):
     for key in ("image", "mask", "seg"):
         np.testing.assert_array_equal(mm[key], got[key])
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temporary
+
+
+def _subjects(tmp_path, n=5):
+    """Sheet rows of `n` different subjects; the second has no segmentation, shapes differ."""
+    rows = []
+    for i in range(n):
+        p = _write_subject(tmp_path, (56 + 2 * i, 60 - i, 40 + i), seg=i != 1, name=f"sub{i}", seed=i)
+        rows.append({"img_name": f"sub{i}", "label": i % 2, "img_path": p["t2"], "mask_path": p["mask"],
+                     "seg_path": p.get("seg", "")})
+    return rows
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_split_assembled_from_subject_files_equals_slicing_per_split(tmp_path, clip):
+    """Each subject sliced once, then split files assembled from the subject files: the same arrays, bit
+    for bit, as slicing each split's subjects for that split, after writing and reading too."""
+    rows = _subjects(tmp_path)
+    settings = {"fov_mm": (96, 96, 64), "target_spacing_mm": 4.0, "clip_output": clip}
+    files = {}
+    for r in rows:
+        vol = process_subject(r["img_path"], r["mask_path"], r["seg_path"] or None, **settings)
+        files[r["img_name"]] = save_subject(vol, tmp_path / "subjects" / f"{r['img_name']}.npz",
+                                            fov_mm=settings["fov_mm"], target_spacing_mm=4.0)
+    for name, part in (("train", [rows[0], rows[2], rows[1], rows[4]]), ("val", rows[3:4]), ("test", rows[::-1])):
+        want = build_split(part, **settings)
+        got = assemble_split(part, files)
+        assert list(got) == list(want)  # same keys in the same order
+        for key in want:
+            assert got[key].dtype == want[key].dtype, key
+            np.testing.assert_array_equal(got[key], want[key], strict=True)
+        want_file = load_split(save_split(want, tmp_path / f"per_split_{name}.npz"))
+        got_file = load_split(save_split(got, tmp_path / f"assembled_{name}.npz"))
+        for key in want_file:
+            assert np.asarray(got_file[key]).tobytes() == np.asarray(want_file[key]).tobytes(), key
+    sub = load_subject(files["sub1"])
+    assert sub["image"].dtype == np.float16 and sub["seg"].sum() == 0 and sub["spacing_mm"] == 4.0
+
+
+def test_assembly_names_missing_subjects_and_mixed_grids(tmp_path):
+    rows = _subjects(tmp_path, 2)
+    files = {}
+    for r, spacing in zip(rows, (4.0, 3.0), strict=True):
+        vol = process_subject(r["img_path"], r["mask_path"], r["seg_path"] or None, fov_mm=(96, 96, 64),
+                              target_spacing_mm=spacing)
+        files[r["img_name"]] = save_subject(vol, tmp_path / f"{r['img_name']}.npz", fov_mm=(96, 96, 64),
+                                            target_spacing_mm=spacing)
+    with pytest.raises(PddpmInputError, match="without a slice file: ghost"):
+        assemble_split([*rows, {"img_name": "ghost", "label": 0}], files)
+    with pytest.raises(PddpmInputError, match="sub1.npz: sliced with spacing"):
+        assemble_split(rows, files)
+    (tmp_path / "broken.npz").write_bytes(b"nope")
+    with pytest.raises(PddpmInputError, match="broken.npz: not a readable subject slice file"):
+        assemble_split(rows[:1], {"sub0": tmp_path / "broken.npz"})
 
 
 def test_broken_split_files_name_the_file(tmp_path):
@@ -292,6 +363,25 @@ def test_splits_and_slices_rules(tmp_path):
     assert brats["image"].shape[1:] == (25, 48, 48) and list(brats["label"]) == [1]
     for ds in config["datasets"]:  # one preview figure per data set for the report
         assert (res / f"slices/preview/{ds}_test.png").read_bytes()[:4] == b"\x89PNG"
+    # each subject sliced once, into its own file, whatever the splits it is in
+    for ds, c in config["datasets"].items():
+        assert sorted(p.stem for p in (res / "slices/subjects" / ds).glob("*.npz")) == subject_ids(ds, c["n_subjects"])
+    assert (res / "logs/slice_subject/demo_ixi").is_dir()
+
+    # a changed subject is re-sliced alone; only its data set's split files are reassembled
+    changed = tmp_path / "results/preprocess/demo_ixi/5_n4" / f"{subject_ids('demo_ixi', 6)[0]}_t2.nii.gz"
+    img = nib.load(changed)
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj) * 1.5 + 1, img.affine), changed)
+    dry = subprocess.run([*cmd, "rules", "-n"], capture_output=True, text=True, timeout=600)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    planned = {}
+    for line in (dry.stdout + dry.stderr).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            planned[parts[0]] = int(parts[1])
+    assert planned["slice_subject"] == 1 and planned["slices"] == 3, planned  # train, val, test of demo_ixi
+    # the sheets of demo_ixi are rechecked too (their job reads the files), cheaply; nothing else runs
+    assert set(planned) <= {"slice_subject", "slices", "slices_preview", "splits", "split_defects", "all"}, planned
 
 
 @pytest.mark.workflow

@@ -190,3 +190,104 @@ def test_sheet_roundtrip_and_bad_sheets(tmp_path):
         read_sheet(tmp_path / "lab.csv")
     with pytest.raises(PddpmInputError, match="not found"):
         read_sheet(tmp_path / "nope.csv")
+
+
+# ---------------------------------------------------------------- the authors' sheets on the raw route
+
+
+def _raw_route_files(root, subjects, anomalous=False):
+    """Preprocessed files of subjects on the raw route (results/preprocess/{ds}/5_n4/{sub}_{k}.nii.gz)."""
+    files = {}
+    for s in subjects:
+        files[s] = {k: str(root / f"5_n4/{s}_{k}.nii.gz") for k in ("t2", "mask", "seg")}
+        for p in files[s].values():
+            _touch(root / p)
+    return files
+
+
+def test_authors_ixi_sheets_mapped_onto_raw_route_subjects(tmp_path):
+    from data_fixtures import authors_sheet
+    from pddpm.data.authors_splits import read_sheets
+    from pddpm.splits import build_named_sheets
+
+    ours = ["IXI002", "IXI012", "IXI035", "IXI040", "IXI050"]  # ids as IXI-T2.tar gives them
+    files = _raw_route_files(tmp_path, ours)
+    d = tmp_path / "dl"
+    paths = {
+        # a duplicated row and a test subject also in training, as the published IXI folds have
+        "train_fold0": authors_sheet(d / "IXI_train_fold0.csv", "ixi",
+                                     ["IXI002-Guys-0828", "IXI012-HH-1211", "IXI012-HH-1211", "IXI035-IOP-0873"],
+                                     sexes=["M", "F", "F", "M"], ages=[31.5, 42.0, 42.0, 60.1]),
+        "val_fold0": authors_sheet(d / "IXI_val_fold0.csv", "ixi", ["IXI040-HH-1000"]),
+        # a volume we do not have; IXI050 is in no sheet
+        "test": authors_sheet(d / "IXI_test.csv", "ixi", ["IXI035-IOP-0873", "IXI999-Guys-0000"]),
+    }
+    named = read_sheets(paths, "ixi", ours)
+    assert named["train_fold0"]["subject"].tolist() == ["IXI002", "IXI012", "IXI012", "IXI035"]
+    assert named["test"]["subject"].tolist() == ["IXI035", ""]
+    sheets, defects = build_named_sheets(ds="ixi", anomalous=False, named=named, files=files, drop_defects=True)
+    assert sheets["train_fold0"]["img_name"].tolist() == ["IXI002", "IXI012"]
+    assert sheets["val_fold0"]["img_name"].tolist() == ["IXI040"] and sheets["test"]["img_name"].tolist() == ["IXI035"]
+    row = sheets["train_fold0"].iloc[0]
+    assert (row["age"], row["sex"], row["label"]) == (31.5, "M", 0)
+    assert row["img_path"] == files["IXI002"]["t2"] and row["mask_path"] == files["IXI002"]["mask"]
+    assert list(sheets["test"].columns) == SHEET_COLUMNS
+    found = {(r.sheet, r.img_name, r.defect, r.action) for r in defects.itertuples()}
+    assert found == {("train_fold0", "IXI012", "duplicate", "dropped"),
+                     ("train_fold0", "IXI035", "leakage", "dropped"),
+                     ("test", "IXI999-Guys-0000", "missing_subject", "dropped"),
+                     ("-", "IXI050", "not_in_sheets", "unused")}
+    # kept instead of dropped: the leaked and duplicated rows stay, a missing volume cannot
+    sheets, defects = build_named_sheets(ds="ixi", anomalous=False, named=named, files=files, drop_defects=False)
+    assert sheets["train_fold0"]["img_name"].tolist() == ["IXI002", "IXI012", "IXI012", "IXI035"]
+    assert sheets["test"]["img_name"].tolist() == ["IXI035"]
+    assert dict(zip(defects["defect"], defects["action"], strict=True)) == {
+        "duplicate": "kept", "leakage": "kept", "missing_subject": "dropped", "not_in_sheets": "unused"}
+
+
+def test_authors_mslub_and_brats_sheets(tmp_path):
+    from data_fixtures import authors_sheet
+    from pddpm.data.authors_splits import read_sheets
+    from pddpm.splits import build_named_sheets
+
+    ours = [f"patient{n:02d}" for n in (1, 2, 3, 4)]
+    files = _raw_route_files(tmp_path, ours)
+    paths = {"val": authors_sheet(tmp_path / "MSLUB_val.csv", "mslub", ["patient01"], sexes=["M"]),
+             "test": authors_sheet(tmp_path / "MSLUB_test.csv", "mslub", ["patient02", "patient03", "patient05"])}
+    sheets, defects = build_named_sheets(ds="mslub", anomalous=True, named=read_sheets(paths, "mslub", ours),
+                                         files=files, drop_defects=True)
+    assert sheets["val"]["img_name"].tolist() == ["patient01"] and sheets["val"]["sex"].tolist() == ["M"]
+    assert sheets["test"]["img_name"].tolist() == ["patient02", "patient03"]
+    assert set(sheets["test"]["label"]) == {1} and sheets["test"]["seg_path"].iloc[0] == files["patient02"]["seg"]
+    assert sorted(zip(defects["img_name"], defects["defect"], strict=True)) == [
+        ("patient04", "not_in_sheets"), ("patient05", "missing_subject")]
+
+    brats = ["BraTS2021_00000", "BraTS2021_00002"]
+    files = _raw_route_files(tmp_path / "b", brats)
+    paths = {"val": authors_sheet(tmp_path / "Brats21_val.csv", "brats", brats[:1]),
+             "test": authors_sheet(tmp_path / "Brats21_test.csv", "brats", brats[1:])}
+    sheets, defects = build_named_sheets(ds="brats21", anomalous=True, named=read_sheets(paths, "brats", brats),
+                                         files=files, drop_defects=True)
+    assert defects.empty and sheets["test"]["img_name"].tolist() == ["BraTS2021_00002"]
+    assert sheets["val"]["img_path"].iloc[0] == files["BraTS2021_00000"]["t2"]
+
+
+def test_authors_sheet_names_match_full_ids_and_refuse_ambiguity(tmp_path):
+    from data_fixtures import authors_sheet
+    from pddpm.data.authors_splits import match_subjects, read_sheet
+    from pddpm.splits import build_named_sheets
+
+    # a local folder in raw naming may keep the full IXI names
+    assert match_subjects("ixi", ["IXI002-Guys-0828"], ["IXI002-Guys-0828", "IXI003-HH-0001"]) == {
+        "IXI002-Guys-0828": "IXI002-Guys-0828"}
+    with pytest.raises(PddpmInputError, match="IXI002-Guys-0828, which matches several subjects"):
+        match_subjects("ixi", ["IXI002-Guys-0828"], ["IXI002", "IXI002-HH-0001"])
+    # sheets of another data set: nothing matches, the error says how to split it instead
+    sheet = authors_sheet(tmp_path / "MSLUB_val.csv", "mslub", ["patient01", "patient02"])
+    files = _raw_route_files(tmp_path, ["case1", "case2"])
+    named = {"val": read_sheet(sheet, "mslub", files), "test": read_sheet(sheet, "mslub", files)}
+    with pytest.raises(PddpmInputError, match=r"none of the 2 volumes .* datasets.ms.split_source: seeded"):
+        build_named_sheets(ds="ms", anomalous=True, named=named, files=files, drop_defects=True)
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(PddpmInputError, match="bad.csv: no img_name or img_path column"):
+        read_sheet(tmp_path / "bad.csv", "mslub", files)

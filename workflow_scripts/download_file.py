@@ -5,4 +5,4 @@ from pddpm.runlog import logged
 
 with logged(snakemake.log[0]):
     p = snakemake.params
-    fetch(p.url, snakemake.output[0], p.sha256, tofu=p.tofu, retries=p.retries, timeout=p.timeout)
+    fetch(p.url, snakemake.output[0], p.known_hash, tofu=p.tofu, retries=p.retries, timeout=p.timeout)

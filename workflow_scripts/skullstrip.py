@@ -14,5 +14,5 @@ with logged(snakemake.log[0]) as log:
             device = "cuda" if torch.cuda.is_available() else "cpu"
     info = skullstrip_files(snakemake.input.t2, p.backend, snakemake.output.t2, snakemake.output.mask,
                             device=device, hdbet_mode=p.hdbet_mode, tta=p.tta,
-                            weights_dir=snakemake.config["preprocess"]["skullstrip"]["weights_dir"])
+                            weights_dir=snakemake.input.get("weights"))
     log.info("%s: backend %s, %s", snakemake.input.t2, p.backend, info)

@@ -1,6 +1,7 @@
-"""Downloads with pooch: sha256 check, retries, resume of interrupted transfers, a progress bar and an
-atomic move into place. A file whose hash is not yet known is trusted on first use: its hash is recorded
-in a small table under the download folder and every later download is checked against it."""
+"""Downloads with pooch: hash check (sha256, or md5 where only that is published), retries, resume of
+interrupted transfers, a progress bar and an atomic move into place. A file whose hash is not yet known is
+trusted on first use: its sha256 is recorded in a small table under the download folder and every later
+download is checked against it."""
 
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ CHUNK = 1 << 16
 
 
 def load_sources(path: str | os.PathLike = SOURCES_FILE) -> dict:
-    """The download sources: `{source: {description, page, files: {name: {url, sha256}}}}`."""
+    """The download sources: `{source: {description, page, files: {name: {url, sha256, md5, note,
+    members}}}}` (the format is described at the top of sources.yaml)."""
     return yaml.safe_load(Path(path).read_text())
 
 
 def source_files(source: str, overrides: dict | None = None, sources: dict | None = None) -> dict[str, dict]:
-    """`{file name: {"url", "sha256"}}` of one source, with config overrides (`downloads.urls` /
-    `downloads.sha256`, keyed `source/file`) applied."""
+    """`{file name: {"url", "sha256", "md5", "members"}}` of one source, with the config's overrides
+    (`downloads.urls` / `downloads.sha256` / `downloads.md5`, keyed `source/file`) applied. An empty URL in
+    the config marks the file as one to put in place by hand."""
     sources = load_sources() if sources is None else sources
     if source not in sources:
         raise PddpmInputError(f"{SOURCES_FILE}: no download source '{source}' (have: {', '.join(sources)})")
@@ -40,15 +43,26 @@ def source_files(source: str, overrides: dict | None = None, sources: dict | Non
     files = {}
     for name, entry in sources[source]["files"].items():
         key = f"{source}/{name}"
+        over = {k: (overrides.get(k) or {}).get(key) for k in ("urls", "sha256", "md5")}
         files[name] = {
-            "url": (overrides.get("urls") or {}).get(key, entry.get("url")),
-            "sha256": (overrides.get("sha256") or {}).get(key, entry.get("sha256")),
+            "url": entry.get("url") if over["urls"] is None else over["urls"],
+            # a hash set in the config replaces both pins of sources.yaml
+            "sha256": over["sha256"] or (None if over["md5"] else entry.get("sha256")),
+            "md5": None if over["sha256"] else over["md5"] or entry.get("md5"),
+            "members": entry.get("members") or {},
         }
     return files
 
 
+def known_hash(entry: dict) -> str | None:
+    """The hash pooch checks, in its notation: the sha256, else `md5:<hex>`, else None (trust on first use)."""
+    if entry.get("sha256"):
+        return entry["sha256"]
+    return f"md5:{entry['md5']}" if entry.get("md5") else None
+
+
 def missing_urls(source: str, overrides: dict | None = None) -> list[str]:
-    """`source/file` keys that have no URL yet (to fail at DAG-build time with the fix)."""
+    """`source/file` keys that have no URL (to fail at DAG-build time with the fix)."""
     return [f"{source}/{n}" for n, f in source_files(source, overrides).items() if not f["url"]]
 
 
@@ -141,19 +155,21 @@ class ResumableDownloader:
         os.replace(self.partial, output_file)
 
 
-def fetch(url: str, dest: str | os.PathLike, sha256: str | None = None, *, tofu: str | os.PathLike | None = None,
+def fetch(url: str, dest: str | os.PathLike, known: str | None = None, *, tofu: str | os.PathLike | None = None,
           retries: int = 3, timeout: float = 60, progressbar: bool = True) -> Path:
-    """Download `url` to `dest` (atomically) and check its sha256.
+    """Download `url` to `dest` (atomically) and check its hash.
 
-    `sha256` None: the hash recorded in `tofu` for this URL is used; if there is none, the download is
-    trusted and its hash recorded there. A mismatch leaves nothing at `dest` and raises PddpmInputError
-    naming the URL and both hashes. Transfers that break off are resumed on the next try.
+    `known`: a sha256 (hex) or `md5:<hex>` (pooch's notation, see `known_hash`). None: the sha256 recorded
+    in `tofu` for this URL is used; if there is none, the download is trusted and its sha256 recorded
+    there. A mismatch leaves nothing at `dest` and raises PddpmInputError naming the URL, both hashes and
+    how to pin another. Transfers that break off are resumed on the next try.
     """
     dest = Path(dest)
+    key = f"{dest.parent.name}/{dest.name}"
     if not url:
         raise PddpmInputError(f"{dest.name}: no download URL known; set it in the config "
                               f"(downloads.urls) or use source: local with your own copy")
-    known = sha256 or (read_tofu(tofu).get(url) if tofu else None)
+    known = known or (read_tofu(tofu).get(url) if tofu else None)
     partial = dest.with_name(f".{dest.name}.part")
     fetcher = pooch.create(path=dest.parent, base_url="", registry={dest.name: known},
                            urls={dest.name: url}, retry_if_failed=retries)
@@ -167,11 +183,16 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str | None = None, *, tofu:
                               f"(kept so far: {partial})") from exc
     except ValueError as exc:  # pooch: hash mismatch; its temporary file is already deleted
         dest.unlink(missing_ok=True)
-        raise PddpmInputError(f"download of {url} rejected: sha256 differs from the expected {known} "
-                              f"({exc}). The file changed upstream or the transfer is corrupt") from exc
+        raise PddpmInputError(
+            f"download of {url} rejected: its hash differs from the expected {known} ({exc}). The file "
+            f"changed upstream or the transfer is corrupt. Only if you trust the new file, pin its sha256: "
+            f'downloads: {{sha256: {{"{key}": "<64 hex digits>"}}}}') from exc
+    digest = pooch.file_hash(str(dest))
     if known is None and tofu:
-        digest = pooch.file_hash(str(dest))
         record_tofu(tofu, url, digest)
-        log.warning("%s: no sha256 pinned; recorded %s in %s (trust on first use). Pin it in "
+        log.warning("%s: no hash pinned; recorded sha256 %s in %s (trust on first use). Pin it in "
                     "pddpm/data/sources.yaml to check every download", url, digest, tofu)
+    else:
+        log.info("%s: %s verified; sha256 %s", url, "md5" if (known or "").startswith("md5:") else "hash",
+                 digest)
     return dest

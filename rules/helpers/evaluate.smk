@@ -1,14 +1,22 @@
 # Functions of rules/evaluate.smk (kept apart from the rules, as snakemake's linter asks).
+from pddpm.evaluate.postprocess import voxel_settings
+
+# The post-processing sizes of the `evaluate` section (mm) in voxels of the model grid: the rules pass
+# these integers as params, so a change in mm that leaves them alone reruns nothing.
+POSTPROCESS_VOXELS = voxel_settings(config["evaluate"], config["slices"]["target_spacing_mm"])
 
 
-def eval_mem_mb(wildcards, input):
-    # per voxel: the slices file holds 4 bytes (memory-mapped), the inference file's float16 maps are read
-    # (4 bytes) and the threshold search copies the maps to float32 (4 bytes): about 1.5 x the inputs
-    return 1000 + int(1.5 * input.size_mb)
+def eval_mem_mb(wildcards, threads):
+    # the split is read one volume at a time, whatever its size: about 100 MB for the job and as much per
+    # worker process on the paper's grid (measured: bench/bench_eval.py, docs/evaluation.md)
+    return 500 + 250 * threads
 
 
 def anomalous_param(wildcards, key):
-    return config["evaluate"][key] if is_anomalous(wildcards.ds) else None
+    """A setting of the anomalous metrics (None for a healthy data set, so changing it reruns nothing there)."""
+    if not is_anomalous(wildcards.ds):
+        return None
+    return POSTPROCESS_VOXELS[key] if key in POSTPROCESS_VOXELS else config["evaluate"][key]
 
 
 def metrics_inputs(wildcards):

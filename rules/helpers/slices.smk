@@ -4,9 +4,26 @@ from pddpm.data.preprocessed_layout import data_root as authors_data_root
 from pddpm.splits import SPLIT_PATTERN
 
 
+def subject_file(ds, sub):
+    """{'t2', 'mask', 'seg'} preprocessed paths of one subject; a layout without a segmentation leaves it out."""
+    return {k: v for k, v in preprocessed(ds, sub).items() if v}
+
+
 def subject_files(ds):
-    """subject -> {'t2', 'mask', 'seg'} preprocessed paths; a layout without a segmentation leaves it out."""
-    return {sub: {k: v for k, v in preprocessed(ds, sub).items() if v} for sub in subjects(ds)}
+    """subject -> subject_file(ds, subject)."""
+    return {sub: subject_file(ds, sub) for sub in subjects(ds)}
+
+
+# One subject on the model grid (rule slice_subject); split files are assembled from these.
+SUBJECT_SLICES = f"{RES}/slices/subjects/{{ds}}/{{sub}}.npz"
+
+
+def subject_slice_inputs(wildcards):
+    return subject_file(wildcards.ds, wildcards.sub)
+
+
+def subject_slices(ds):
+    return [SUBJECT_SLICES.format(ds=ds, sub=sub) for sub in subjects(ds)]
 
 
 def subject_inputs(wildcards):
@@ -14,32 +31,42 @@ def subject_inputs(wildcards):
 
 
 def authors_sheets(ds):
-    """The authors' published sheets (`{Data}/splits/{IXI,Brats21,MSLUB}_{split}.csv`) for a data set
-    given in their layout (the job reads them with rules/data.smk's reader); None for data we split."""
+    """The authors' sheets in their package (`{Data}/splits/{IXI,Brats21,MSLUB}_{split}.csv`) for a data
+    set given in their layout (the job reads them with rules/data.smk's reader); None otherwise (the
+    downloaded ones of the raw route: rules/helpers/data.smk authors_sheet_downloads)."""
     cfg = ds_cfg(ds)
-    if cfg["source"] != "preprocessed":
+    if split_source(ds) != "package":
         return None
     root = authors_data_root(cfg["path"])
     prefix = AUTHORS_SHEET_PREFIX[cfg["kind"]]
     return {s: str(root / "splits" / f"{prefix}_{s}.csv") for s in split_names(ds)}
 
 
-def splits_input(wildcards):
-    sheets = authors_sheets(wildcards.ds) or {}
-    return {"preprocessed": subject_inputs(wildcards), "authors": list(sheets.values())}
+def split_sheet_inputs(wildcards):
+    """The authors' sheets a data set is split by: those of their package or the downloaded ones."""
+    return list((authors_sheets(wildcards.ds) or authors_sheet_downloads(wildcards.ds)).values())
 
 
 def anomalous_val_fraction(ds):
     return ds_cfg(ds).get("val_fraction") or config["splits"]["anomalous_val_fraction"]
 
 
-def slices_mem_mb(wildcards):
-    # the split arrays (float16 image + uint8 mask and seg per voxel) for every subject of the data set
-    # (a superset of the split), plus one subject at preprocessing resolution
+def _grid_voxels():
     grid = 1
     for f in config["slices"]["fov_mm"]:
         grid *= max(1, round(f / config["slices"]["target_spacing_mm"]))
-    return 1500 + int(len(subjects(wildcards.ds)) * grid * 4 * 1.2 / 2**20)
+    return grid
+
+
+def slices_mem_mb(wildcards):
+    # the split arrays (float16 image + uint8 mask and seg per voxel) for every subject of the data set
+    # (a superset of the split), plus one subject file
+    return 1000 + int(subject_count(wildcards.ds) * _grid_voxels() * 4 * 1.2 / 2**20)
+
+
+def subject_slice_mem_mb(wildcards):
+    # one subject at preprocessing resolution: the field of view at 1 mm in float32, a few copies
+    return 1000 + int(_grid_voxels() * config["slices"]["target_spacing_mm"] ** 3 * 4 * 8 / 2**20)
 
 
 def slice_splits(ds):
