@@ -18,16 +18,17 @@ import time
 import numpy as np
 import torch
 
-from pddpm.diffusion import Diffusion
+from pddpm.device import resolve_device
 from pddpm.evaluate.metrics import volume_metrics
-from pddpm.infer import postprocess_split, reconstruct, regions_for, resolve_device, seeded_noise
-from pddpm.model import build_network
+from pddpm.evaluate.postprocess import voxel_settings
+from pddpm.infer import postprocess_split, reconstruct, seeded_noise
+from pddpm.models import build
 
 GRIDS = {"demo": (25, 48, 48, 24), "paper": (50, 96, 96, 48)}  # Z, H, W, patch size
 UNETS = {
     "demo": {"base_width": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_heads": 2,
              "attention_head_channels": 32, "groups": 8},
-    "paper": {},  # the model package's defaults are the paper's (37.5 M parameters)
+    "paper": {},  # the schema's defaults are the paper's (37.5 M parameters)
 }
 
 
@@ -60,29 +61,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     z, h, w, patch = GRIDS[args.grid]
-    settings = {"kind": args.kind, "unet": UNETS[args.unet], "image_size": [h, w]}
-    net = build_network(settings).to(dev).eval()
+    settings = {"kind": args.kind, "unet": UNETS[args.unet], "patch": {"size": patch, "stride": patch},
+                "image_size": [h, w]}
+    net = build(args.kind, settings).to(dev).eval().configure_inference()
     n_params = sum(p.numel() for p in net.parameters())
-    diffusion = Diffusion()
-    regions = regions_for(args.kind, h, w, patch, patch)
-    noise = seeded_noise(None, h, w, 3141, "bench")
-    autocast = torch.bfloat16 if args.precision == "bf16" and dev.type == "cuda" else None
+    noise = seeded_noise(net.noise_config, h, w, 3141, "bench")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
     print(f"# device {name}; grid {z}x{h}x{w}; unet {args.unet} ({n_params / 1e6:.1f} M params); {args.kind}, "
-          f"{len(regions)} regions; precision {args.precision if autocast else 'fp32'}")
+          f"{len(net.regions)} regions; precision {args.precision}")
 
     images, masks, segs = synthetic(args.volumes, z, h, w)
     # warm-up (cuDNN autotuning, allocator) outside the timings
-    reconstruct(images[:1, :2], net, diffusion, regions, [499], noise, batch_size=8, device=dev,
-                autocast_dtype=autocast, progress=False)
+    reconstruct(images[:1, :2], net, noise, batch_size=8, device=dev, precision=args.precision, progress=False)
     recons, t_net = None, 0.0
     for bs in [int(b) for b in args.batch_sizes.split(",") if b.strip()]:  # "" = evaluation only
         batch = bs or z  # 0: all slices of a volume for one patch per pass, as the original looped
         n = min(args.volumes, args.one_patch_volumes) if batch == 1 else args.volumes
         timings = {"network": 0.0, "passes": 0}
         t0 = time.perf_counter()
-        out = reconstruct(images[:n], net, diffusion, regions, [499], noise, batch_size=batch, device=dev,
-                          autocast_dtype=autocast, progress=False, timings=timings)
+        out = reconstruct(images[:n], net, noise, batch_size=batch, device=dev, precision=args.precision,
+                          progress=False, timings=timings)
         total = time.perf_counter() - t0
         print(f"reconstruct batch={batch:4d}: {n / total:8.3f} volumes/s  ({total / n:7.3f} s/volume, network "
               f"{timings['network'] / n:7.3f} s/volume, {timings['passes'] / n:5.1f} forward passes/volume)")
@@ -92,7 +90,9 @@ def main() -> None:
         recons = np.zeros(images.shape, np.float32)
 
     t0 = time.perf_counter()
-    maps = postprocess_split(images, recons, masks)
+    vox = voxel_settings(spacing_mm=2.0 if args.grid == "paper" else 4.0)  # the schema's sizes in mm
+    maps = postprocess_split(images, recons, masks, erosion_iterations=vox["erosion_iterations"],
+                             median_size=vox["median_size"])
     t_post = (time.perf_counter() - t0) / args.volumes
     t0 = time.perf_counter()
     for i in range(args.volumes):

@@ -1,7 +1,7 @@
 """Effect of bf16 autocast on the training loss curve, against fp32 (the original's precision).
 
-Trains the same network from the same seed twice, fp32 and bf16 (autocast; on the CPU too, which
-pddpm.train never does), plus fp32 from a second seed as the yardstick: a precision effect is small when
+Trains the same network from the same seed twice with pddpm.train.train, fp32 and bf16 (autocast,
+which it applies on the CPU too), plus fp32 from a second seed as the yardstick: a precision effect is small when
 bf16 lies closer to fp32 than another seed does. The same seed draws the same batches, timesteps, patches
 and noise in both precisions (the random numbers never depend on the network), so the two curves differ
 only by arithmetic. Data: 48 x 48 axial slices of the ICBM152 template in T2 contrast (the demo's anatomy,
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pddpm.config import defaults  # noqa: E402
 from pddpm.device import configure_backends, resolve_device  # noqa: E402
-from pddpm.model import build_network  # noqa: E402
-from pddpm.train import Objective, epoch_plan, to_model_range  # noqa: E402
+from pddpm.models import build  # noqa: E402
+from pddpm.train import SliceData, train, validation_loss  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 48
@@ -58,57 +58,22 @@ def brain_slices(n_volumes: int, n_slices: int = 12, seed: int = 0) -> np.ndarra
     return np.stack(vols).astype(np.float16)
 
 
-def amp(dev: torch.device, precision: str):
-    # pddpm.device.autocast enables bf16 on CUDA only; here the CPU gets it too, to measure it
-    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-@torch.no_grad()
-def val_loss(net, obj: Objective, val: torch.Tensor, seed: int, batch: int, dev, precision: str) -> float:
-    """pddpm.train.validation_loss with this precision: the loss on all validation slices, fixed noise."""
-    net.eval()
-    gen = torch.Generator().manual_seed(seed + 1_000_003)
-    flat = val.reshape(-1, SIZE, SIZE)
-    total = 0.0
-    for s in range(0, len(flat), batch):
-        x0 = to_model_range(flat[s:s + batch].to(dev))
-        x_t, t, mask = obj.inputs(x0, gen)
-        with amp(dev, precision):
-            pred = net(x_t, t)
-        total += obj.loss(pred, x0, mask).item() * len(x0)
-    net.train()
-    return total / len(flat)
-
-
 def run(settings: dict, train_imgs: np.ndarray, val_imgs: np.ndarray, *, batch: int, lr: float, steps: int,
         seed: int, precision: str, dev: torch.device, val_every: int) -> dict:
-    """One training run as pddpm.train.train does it (same batches, inputs, loss, Adam)."""
-    torch.manual_seed(seed)
-    net = build_network(settings).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    obj = Objective(settings, dev)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    data, val = torch.from_numpy(train_imgs).to(dev), torch.from_numpy(val_imgs)
-    n_vol, n_slices = train_imgs.shape[:2]
-    per_epoch = max(1, n_vol // batch)
-    losses, vals = [], {0: val_loss(net, obj, val, seed, 32, dev, precision)}
+    """One pddpm.train.train run in this precision (bf16 autocast applies on the CPU too), `steps` rounded
+    up to whole epochs; the validation loss of the untrained network at step 0."""
+    torch.manual_seed(seed)  # the initial weights train() starts from (same seed)
+    untrained = build(settings["kind"], settings).to(dev)
+    vals = {0: validation_loss(untrained, SliceData.from_split(val_imgs, device=dev), seed, 32, precision)["loss"]}
+    epochs = math.ceil(steps / (len(train_imgs) // batch))
+    cfg = {"batch_size": batch, "lr": lr, "epochs": epochs, "val_every_steps": val_every,
+           "checkpoint_every_steps": 10 ** 9, "precision": precision}
     t0 = time.perf_counter()
-    for step in range(steps):
-        epoch, pos = divmod(step, per_epoch)
-        order, zs = epoch_plan(seed, epoch, n_vol, n_slices)
-        sel = torch.from_numpy(order[pos * batch:(pos + 1) * batch]).to(dev)
-        x0 = to_model_range(data[sel, torch.from_numpy(zs).to(dev)[sel]])
-        x_t, t, mask = obj.inputs(x0, gen)
-        with amp(dev, precision):
-            pred = net(x_t, t)
-        loss = obj.loss(pred, x0, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if (step + 1) % val_every == 0 or step + 1 == steps:
-            vals[step + 1] = val_loss(net, obj, val, seed, 32, dev, precision)
-    return {"train": np.array(losses), "val": vals, "s_per_step": (time.perf_counter() - t0) / steps}
+    res = train(train_imgs, val_imgs, settings, cfg, seed=seed, device=str(dev), progress=False)
+    elapsed = time.perf_counter() - t0
+    vals.update({r["step"]: r["val_loss"] for r in res.log if r["val_loss"] is not None})
+    losses = np.array([r["train_loss"] for r in res.log])
+    return {"train": losses, "val": vals, "s_per_step": elapsed / len(losses)}
 
 
 def report(name: str, runs: dict, steps: int) -> None:
@@ -161,7 +126,7 @@ def main() -> None:
     for name, (settings, batch, lr, steps) in nets.items():
         if args.only and name != args.only:
             continue
-        n_par = sum(p.numel() for p in build_network(settings).parameters())
+        n_par = sum(p.numel() for p in build(settings["kind"], settings).parameters())
         print(f"\n{name}: {n_par / 1e6:.2f} M parameters, batch {batch}, lr {lr:g}, {steps} steps")
         val_every = max(1, math.ceil(steps / 5))
         runs = {}

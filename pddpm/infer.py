@@ -1,13 +1,11 @@
-"""Patched inference (SPEC section 6): reconstructions and anomaly maps of a whole slices split.
+"""Inference of a whole slices split: reconstructions and anomaly maps (docs/spec.md, sections 6-7).
 
-pDDPM: for every patch of the grid, only that patch of the slice is noised to t = test_timestep - 1 and
-the network's x0 prediction is kept inside the patch; the patches tile (or, with a smaller stride,
-overlap and are averaged into) the reconstruction. DDPM: the whole slice is noised, one forward pass.
-Options: a noise ensemble over several t whose reconstructions are averaged.
-
-All (slice, ensemble member, patch) items are independent, so many slices' items go through the network
-together, `batch_size` items per forward pass. The noise depends only on (seed, volume, member), never
-on how items are batched, so batched and one-patch-at-a-time inference give the same reconstruction.
+What a reconstruction is belongs to the model kind (`ModelKind.reconstruct`, e.g. the patch mechanism in
+pddpm.models.patched); this module feeds it: chunks of whole slices (or whole volumes for kinds that
+reconstruct volumes) on the device, each with its noise maps, and forward passes of at most
+`batch_size` network inputs (halved after a CUDA out-of-memory error: the inputs are independent, so
+only speed changes). The noise depends only on (seed, stream, volume, ensemble member), never on how
+the work is batched, so batched and one-patch-at-a-time inference give the same reconstruction.
 """
 
 from __future__ import annotations
@@ -17,29 +15,20 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from pddpm.artefacts import load_inference, save_inference  # noqa: F401 (re-export)
+from pddpm.device import autocast, resolve_device
 from pddpm.errors import PddpmInputError
 from pddpm.evaluate.postprocess import anomaly_map, check_same_grid
 
 log = logging.getLogger("pddpm.infer")
 
 NoiseFn = Callable[[int, int, int], torch.Tensor]  # (volume, member, n_slices) -> (n_slices, 1, H, W)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto`: CUDA when present, else CPU; `cuda` without a GPU falls back to CPU with a warning."""
-    if name in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    if name == "cuda":
-        log.warning("device: cuda requested but no CUDA device is visible; running on CPU")
-    return torch.device("cpu")
 
 
 def noise_seed(base_seed: int, stream: str, volume: int, member: int) -> int:
@@ -61,106 +50,101 @@ def seeded_noise(noise_cfg: dict | None, height: int, width: int, base_seed: int
     return fn
 
 
-def regions_for(kind: str, height: int, width: int, size: int | None = None,
-                stride: int | None = None) -> torch.Tensor:
-    """(P, H, W) boolean regions that are noised and kept one at a time: the patch grid, or the slice."""
-    if kind == "ddpm":
-        return torch.ones(1, height, width, dtype=torch.bool)
-    if kind != "pddpm":
-        raise PddpmInputError(f"model kind {kind!r} has no network inference; expected pddpm or ddpm")
-    from pddpm.patches import patch_masks
+class Passes:
+    """The `run` a kind's `reconstruct` gets: fn(*inputs) in passes of at most `fit` items along dim 0,
+    concatenated as float32. On CUDA out of memory `fit` is halved for the rest of the split. Counts the
+    passes and the seconds spent in them."""
 
-    return patch_masks(height, width, int(size), int(stride))
+    def __init__(self, batch_size: int, device: torch.device, precision: str):
+        self.batch_size, self.fit, self.device, self.precision = batch_size, batch_size, device, precision
+        self.passes, self.seconds = 0, 0.0
+
+    def __call__(self, fn, *inputs: torch.Tensor) -> torch.Tensor:
+        n = len(inputs[0])
+        out, b0 = [], 0
+        t0 = time.perf_counter()
+        while b0 < n:
+            try:
+                with autocast(self.device, self.precision):
+                    out.append(fn(*(x[b0:b0 + self.fit] for x in inputs)).float())
+            except torch.cuda.OutOfMemoryError:
+                if self.fit == 1:
+                    raise
+                self.fit = max(1, self.fit // 2)
+                torch.cuda.empty_cache()
+                log.warning("GPU out of memory: %d network inputs per pass from now on (infer.batch_size %d)",
+                            self.fit, self.batch_size)
+                continue
+            b0 += self.fit
+            self.passes += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds += time.perf_counter() - t0
+        return torch.cat(out)
 
 
 @torch.no_grad()
-def reconstruct(images: np.ndarray, net: torch.nn.Module, diffusion, regions: torch.Tensor,
-                timesteps: Sequence[int], noise_fn: NoiseFn, *, batch_size: int = 256,
-                device: str | torch.device = "cpu", autocast_dtype: torch.dtype | None = None,
+def reconstruct(images: np.ndarray, model, noise_fn: NoiseFn | None = None, *, masks: np.ndarray | None = None,
+                batch_size: int | None = None, device: str | torch.device = "cpu", precision: str = "fp32",
                 progress: bool = True, timings: dict | None = None) -> np.ndarray:
-    """Reconstructions (N, Z, H, W) float32 in the [0, 1] scale of `images` (not clamped).
+    """Reconstructions (N, Z, H, W) float32 in the [0, 1] scale of `images` (not clamped) by `model` (a
+    ModelKind on `device`, its inference options set).
 
-    images: (N, Z, H, W) in [0, 1]; regions: (P, H, W) bool covering every pixel; timesteps: the t of
-    each ensemble member (already `test_timestep - 1`); noise_fn(volume, member, Z) -> (Z, 1, H, W).
+    images: (N, Z, H, W) in [0, 1]; masks: brain masks of the same shape (None: all brain);
+    noise_fn(volume, member, Z) -> (Z, 1, H, W) for the kind's `noise_members` members;
+    batch_size: network inputs per forward pass (None: the schema's infer.batch_size).
     `timings["network"]` and `timings["passes"]` accumulate the seconds in and the number of forward passes."""
     images = np.asarray(images)
     if images.ndim != 4:
         raise PddpmInputError(f"images must be (N, Z, H, W), got shape {images.shape}")
+    if batch_size is None:
+        from pddpm.config import defaults
+
+        batch_size = defaults("infer", "batch_size")
     n_vol, n_z, h, w = images.shape
     device = torch.device(device)
-    regions = regions.to(torch.bool)
-    if tuple(regions.shape[1:]) != (h, w):
-        raise PddpmInputError(f"patch regions {tuple(regions.shape[1:])} do not match slices {h} x {w}")
-    coverage = regions.sum(0)
-    if (coverage == 0).any():
-        raise PddpmInputError("the patch grid leaves pixels of the slice uncovered; check patch.size/stride")
-    n_p, n_e = len(regions), len(timesteps)
-    per_slice = n_p * n_e
-    regions_d = regions.to(device)
-    weight = (coverage * n_e).to(device=device, dtype=torch.float32)  # predictions averaged per pixel
-    t_of_member = torch.as_tensor(list(timesteps), dtype=torch.long, device=device)
-    # whole slices per chunk, so each slice's reconstruction is finished inside one chunk
-    chunk = max(1, batch_size // per_slice)
-    flat = images.reshape(n_vol * n_z, h, w)
-    out = np.empty((n_vol * n_z, h, w), np.float32)
-    noise_cache: dict[int, torch.Tensor] = {}
-    timings = timings if timings is not None else {}
-    timings.setdefault("network", 0.0)
-    timings.setdefault("passes", 0)
-    amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext())
-
-    fit = batch_size  # inputs per forward pass; halved if the GPU runs out of memory
-    bar = tqdm(range(0, n_vol * n_z, chunk), desc="reconstruct", unit="chunk", disable=not progress,
-               mininterval=5)
-    for s0 in bar:
-        s1 = min(s0 + chunk, n_vol * n_z)
-        idx = np.arange(s0, s1)
-        vols, zs = idx // n_z, idx % n_z
-        for v in set(vols.tolist()) - set(noise_cache):  # (E, Z, 1, H, W) per volume, drawn once
-            noise_cache[v] = torch.stack([noise_fn(v, e, n_z) for e in range(n_e)]).to(device, torch.float32)
-        for v in [v for v in noise_cache if v < vols[0]]:
-            del noise_cache[v]
-        x0 = torch.from_numpy(np.asarray(flat[s0:s1], dtype=np.float32)).to(device) * 2 - 1  # (S, H, W)
-        noise = torch.stack([noise_cache[v][:, z, 0] for v, z in zip(vols.tolist(), zs.tolist(), strict=True)])
-        # items in (slice, member, patch) order
-        s = s1 - s0
-        x0_i = x0[:, None, None].expand(s, n_e, n_p, h, w)
-        noise_i = noise[:, :, None].expand(s, n_e, n_p, h, w)
-        t_i = t_of_member[None, :, None].expand(s, n_e, n_p).reshape(-1)
-        x0_i = x0_i.reshape(-1, 1, h, w)
-        xt = diffusion.q_sample(x0_i, t_i, noise_i.reshape(-1, 1, h, w))
-        mask_i = regions_d[None, None].expand(s, n_e, n_p, h, w).reshape(-1, 1, h, w)
-        xt = torch.where(mask_i, xt, x0_i)  # only the region is noised; the rest stays clean context
-        preds = []
-        t_start = time.perf_counter()
-        b0 = 0
-        while b0 < len(xt):
-            try:
-                with amp:
-                    preds.append(net(xt[b0:b0 + fit], t_i[b0:b0 + fit]).float())
-            except torch.cuda.OutOfMemoryError:
-                # items are independent: a smaller pass gives the same result, only slower
-                if fit == 1:
-                    raise
-                fit = max(1, fit // 2)
-                torch.cuda.empty_cache()
-                log.warning("GPU out of memory: %d network inputs per pass from now on (infer.batch_size %d)",
-                            fit, batch_size)
-                continue
-            b0 += fit
-            timings["passes"] += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        timings["network"] += time.perf_counter() - t_start
-        pred = torch.cat(preds).reshape(s, n_e, n_p, h, w)
-        recon = (pred * regions_d[None, None]).sum(dim=(1, 2)) / weight
-        out[s0:s1] = ((recon + 1) / 2).cpu().numpy()
+    n_e = model.noise_members
+    if n_e and noise_fn is None:
+        raise PddpmInputError(f"model kind {model.name!r} draws {n_e} noise maps per volume: give noise_fn")
+    # the units one reconstruct call sees: single slices, or whole volumes for kinds that model the volume
+    length = n_z if model.infer_unit == "volume" else 1
+    n_units = n_vol * n_z // length
+    chunk = max(1, batch_size // max(1, length * model.inputs_per_slice))  # whole units per chunk
+    if masks is not None:
+        check_same_grid(images=images, masks=masks)
+    flat = images.reshape(n_units, length, h, w)
+    flat_masks = np.asarray(masks).reshape(n_units, length, h, w) if masks is not None else None
+    out = np.empty((n_units, length, h, w), np.float32)
+    noise_cache: dict[int, torch.Tensor] = {}  # volume -> (E, Z, H, W), drawn once
+    passes = Passes(batch_size, device, precision)
+    bar = tqdm(range(0, n_units, chunk), desc="reconstruct", unit="chunk", disable=not progress, mininterval=5)
+    for u0 in bar:
+        u1 = min(u0 + chunk, n_units)
+        first = np.arange(u0, u1) * length  # flat index of each unit's first slice
+        vols, zs = first // n_z, first % n_z
+        x0 = torch.from_numpy(np.asarray(flat[u0:u1], dtype=np.float32)).to(device) * 2 - 1
+        mask = (torch.from_numpy(np.asarray(flat_masks[u0:u1]) > 0).to(device) if flat_masks is not None
+                else torch.ones(x0.shape, dtype=torch.bool, device=device))
+        noise = None
+        if n_e:
+            for v in set(vols.tolist()) - set(noise_cache):
+                noise_cache[v] = torch.stack([noise_fn(v, e, n_z)[:, 0] for e in range(n_e)]).to(device, torch.float32)
+            for v in [v for v in noise_cache if v < vols[0]]:
+                del noise_cache[v]
+            noise = torch.stack([noise_cache[v][:, z:z + length] for v, z in zip(vols.tolist(), zs.tolist(),
+                                                                                  strict=True)])
+        recon = model.reconstruct(x0, mask, noise, passes)
+        out[u0:u1] = ((recon.float() + 1) / 2).cpu().numpy()
+    if timings is not None:
+        timings["network"] = timings.get("network", 0.0) + passes.seconds
+        timings["passes"] = timings.get("passes", 0) + passes.passes
     return out.reshape(n_vol, n_z, h, w)
 
 
-def postprocess_split(images: np.ndarray, recons: np.ndarray, masks: np.ndarray, *, erosion_iterations: int = 3,
-                      median_size: int = 5) -> np.ndarray:
-    """Anomaly maps (N, Z, H, W) float16 of a split: residual x eroded brain mask, 3D median per volume.
+def postprocess_split(images: np.ndarray, recons: np.ndarray, masks: np.ndarray, *,
+                      erosion_iterations: int | None, median_size: int | None) -> np.ndarray:
+    """Anomaly maps (N, Z, H, W) float16 of a split: residual x eroded brain mask, 3D median per volume
+    (sizes in voxels; None: pddpm.evaluate.postprocess.voxel_settings' defaults).
 
     Filled volume by volume into a float16 array (the stored precision) to bound memory on large splits."""
     check_same_grid(images=images, reconstructions=recons, masks=masks)
@@ -171,62 +155,59 @@ def postprocess_split(images: np.ndarray, recons: np.ndarray, masks: np.ndarray,
     return maps
 
 
-def member_timesteps(test_timestep: int = 500, ensemble_timesteps: Sequence[int] | None = None,
-                     total: int | None = None) -> list[int]:
-    """Noise levels t of the ensemble members: `test_timestep - 1` (the original) or one per ensemble entry."""
-    ts = [int(v) - 1 for v in (ensemble_timesteps or [test_timestep])]
-    if total is not None and any(t >= total or t < 0 for t in ts):
-        raise PddpmInputError(f"infer.test_timestep/ensemble_timesteps {ts} must lie in 1..{total} "
-                              "(the model's diffusion.timesteps)")
-    return ts
-
-
 def infer_arrays(images: np.ndarray, masks: np.ndarray, *, model: str,
-                 model_path: str | os.PathLike | None = None, test_timestep: int = 500,
-                 ensemble_timesteps: Sequence[int] | None = None, stride: int | None = None,
-                 erosion_iterations: int = 3, median_size: int = 5, seed: int = 3141, stream: str = "",
-                 batch_size: int = 256, device: str = "auto", precision: str = "fp32",
-                 progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+                 model_path: str | os.PathLike | None = None, seed: int | None = None, stream: str = "",
+                 batch_size: int | None = None, device: str = "auto", precision: str | None = None,
+                 erosion_iterations: int | None = None, median_size: int | None = None, progress: bool = True,
+                 **options) -> tuple[np.ndarray, np.ndarray, dict]:
     """(reconstructions float32, anomaly maps float16, run info) of a split's images and brain masks.
 
-    `model` "thresh" is the intensity baseline: reconstruction 0, so the anomaly map is the intensity."""
+    model: a kind of pddpm.models.KINDS; a trained kind is read from `model_path`. options: the kind's
+    inference options (`Kind.infer_keys`, e.g. test_timestep, ensemble_timesteps, stride). Arguments left
+    None take the schema's defaults (`seed`, `infer.*`; the post-processing sizes those of
+    pddpm.evaluate.postprocess.voxel_settings on the default grid)."""
+    from pddpm.config import defaults
+    from pddpm.models import build, kind, load_trained
+
+    seed = defaults("seed") if seed is None else seed
+    batch_size = defaults("infer", "batch_size") if batch_size is None else batch_size
+    precision = defaults("infer", "precision") if precision is None else precision
     images = np.asarray(images)
+    check_same_grid(images=images, masks=masks)
+    h, w = images.shape[-2:]
     info: dict = {"model": model, "n_volumes": int(len(images)), "shape": list(images.shape),
                   "seed": int(seed), "stream": stream}
-    timings = {"network": 0.0}
+    timings = {"network": 0.0, "passes": 0}
     t0 = time.perf_counter()
-    if model == "thresh":
-        recons = np.zeros(images.shape, np.float32)
-    else:
+    if kind(model).trained:
         if model_path is None:
             raise PddpmInputError(f"model {model!r} needs a trained model file")
-        from pddpm.model import load_trained
-
         dev = resolve_device(device)
-        net, diffusion, settings = load_trained(model_path, dev)
-        h, w = images.shape[-2:]
-        if list(settings.get("image_size", [h, w])) != [h, w]:
-            raise PddpmInputError(f"{model_path} was trained on {settings['image_size']} slices but the "
+        net = load_trained(model_path, dev)
+        if net.name != model:
+            raise PddpmInputError(f"{model_path} holds a {net.name!r} model, not {model!r}; rerun its training")
+        if list(net.settings.get("image_size", [h, w])) != [h, w]:
+            raise PddpmInputError(f"{model_path} was trained on {net.settings['image_size']} slices but the "
                                   f"split holds {h} x {w}; retrain on the same slices settings")
-        patch = settings.get("patch") or {}
-        size, stride = patch.get("size", 48), stride or patch.get("stride", 48)
-        regions = regions_for(settings["kind"], h, w, size, stride)
-        ts = member_timesteps(test_timestep, ensemble_timesteps, diffusion.timesteps)
-        noise_fn = seeded_noise((settings.get("diffusion") or {}).get("noise"), h, w, seed, stream)
-        autocast = torch.bfloat16 if (precision == "bf16" and dev.type == "cuda") else None
-        log.info("%s on %s: %d volumes x %d slices, %d regions x %d noise levels %s, batch %d",
-                 settings["kind"], dev, len(images), images.shape[1], len(regions), len(ts), ts, batch_size)
-        recons = reconstruct(images, net, diffusion, regions, ts, noise_fn, batch_size=batch_size, device=dev,
-                             autocast_dtype=autocast, progress=progress, timings=timings)
-        info.update(kind=settings["kind"], device=str(dev), timesteps=ts, patch_size=int(size),
-                    stride=int(stride), n_regions=int(len(regions)), batch_size=int(batch_size),
-                    precision="bf16" if autocast else "fp32")
+    else:
+        dev = torch.device("cpu")  # nothing to compute
+        net = build(model, {"image_size": [h, w]})
+    net.configure_inference(**options)
+    noise_fn = seeded_noise(net.noise_config, h, w, seed, stream) if net.noise_members else None
+    kind_info = net.inference_info()
+    if kind(model).trained:
+        kind_info.update(device=str(dev), batch_size=int(batch_size), precision=precision)
+        log.info("%s on %s: %d volumes x %d slices, %s, batch %d", model, dev, len(images), images.shape[1],
+                 json.dumps(net.inference_info()), batch_size)
+    recons = reconstruct(images, net, noise_fn, masks=masks, batch_size=batch_size, device=dev, precision=precision,
+                         progress=progress, timings=timings)
+    info.update(kind_info)
     t1 = time.perf_counter()
     maps = postprocess_split(images, recons, masks, erosion_iterations=erosion_iterations,
                              median_size=median_size)
     t2 = time.perf_counter()
     info.update(erosion_iterations=erosion_iterations, median_size=median_size,
-                forward_passes=int(timings.get("passes", 0)),
+                forward_passes=int(timings["passes"]),
                 seconds={"reconstruct": round(t1 - t0, 3), "network": round(timings["network"], 3),
                          "postprocess": round(t2 - t1, 3)})
     return recons, maps, info

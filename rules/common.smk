@@ -14,6 +14,7 @@ os.environ.update(
 from pddpm import artefacts  # noqa: E402
 from pddpm.artefacts import fill, one_of  # noqa: E402
 from pddpm.demo import subject_ids as demo_subject_ids  # noqa: E402
+from pddpm.models import KINDS  # noqa: E402
 
 TARGETS = []
 DATASETS = list(config["datasets"])
@@ -75,8 +76,8 @@ def atlas_outputs():
 
 
 def has_network(model):
-    """Every model but `thresh`, the intensity baseline, whose anomaly map is the image itself."""
-    return model != "thresh"
+    """Whether the model kind trains a network (pddpm.models.KINDS; not `thresh`, the intensity baseline)."""
+    return KINDS[model].trained
 
 
 def trained_models():

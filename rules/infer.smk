@@ -25,15 +25,12 @@ rule infer:
     resources:
         mem_mb=infer_mem_mb,
         runtime=config["infer"]["runtime_min"],
-        gpu=lambda wc: config["infer"]["gpus"] if has_network(wc.model) else 0,
-    # result-changing settings only (batch size, device and threads change speed, not the maps); the
-    # network's settings are None for thresh, so changing them leaves the intensity baseline alone
+        gpu=infer_gpus,
+    # result-changing settings only (batch size, device and threads change speed, not the maps), and only
+    # the `infer` keys this model kind reads: changing them leaves the intensity baseline alone
     params:
         model=lambda wc: wc.model,
-        test_timestep=lambda wc: network_param(wc, "test_timestep"),
-        ensemble_timesteps=lambda wc: network_param(wc, "ensemble_timesteps"),
-        stride=lambda wc: network_param(wc, "stride"),
-        precision=lambda wc: network_param(wc, "precision"),
+        options=infer_options,
         # evaluate.erosion_mm and median_radius_mm in voxels of the model grid (rules/helpers/evaluate.smk)
         erosion_iterations=lambda wc: POSTPROCESS_VOXELS["erosion_iterations"],
         median_size=lambda wc: POSTPROCESS_VOXELS["median_size"],

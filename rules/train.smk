@@ -8,8 +8,7 @@ include: "helpers/train.smk"
 
 rule train:
     input:
-        train=train_split("train"),
-        val=train_split("val"),
+        unpack(train_inputs),
     output:
         model=artefacts.MODEL,
         log_csv=report(
@@ -31,13 +30,12 @@ rule train:
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime_min"],
         gpu=config["train"]["gpus"],
-    # result-changing settings only; device, GPUs, threads and checkpoint interval change speed, not weights
+    # result-changing settings only, and only the config sections this model kind reads (e.g. pDDPM:
+    # unet, diffusion, patch); device, GPUs, threads, compile and checkpoint interval change speed only
     params:
         kind=lambda wc: wc.model,
-        unet=config["unet"],
-        diffusion=config["diffusion"],
-        patch=config["patch"],
-        train={k: config["train"][k] for k in ("batch_size", "lr", "epochs", "val_every_steps", "precision")},
+        settings=lambda wc: train_params(wc)["sections"],
+        train=lambda wc: train_params(wc)["train"],
         seed=lambda wc: config["seed"] + int(wc.fold),
         checkpoint_dir=lambda wc: fill(artefacts.CHECKPOINT_DIR, model=wc.model, fold=wc.fold),
     script:

@@ -5,8 +5,8 @@ import torch
 
 from pddpm.diffusion import Diffusion
 from pddpm.errors import PddpmInputError
+from pddpm.models import build
 from pddpm.patches import patch_corners, patch_mask
-from pddpm.train import Objective
 
 SETTINGS = {"kind": "pddpm", "diffusion": {"noise": {"type": "gaussian"}}, "patch": {"size": 48, "stride": 48},
             "image_size": [96, 96]}
@@ -42,10 +42,10 @@ def test_patch_grid():
 
 
 def test_only_the_chosen_patch_is_noised_and_loss_is_a_quarter_of_the_patch_l1():
-    obj = Objective(SETTINGS, torch.device("cpu"))
+    obj = build("pddpm", SETTINGS, network=torch.nn.Identity())
     gen = torch.Generator().manual_seed(0)
     x0 = torch.rand(8, 1, 96, 96) * 2 - 1
-    x_t, t, mask = obj.inputs(x0, gen)
+    x_t, t, mask = obj.noised(x0, gen)
     assert mask.shape == (8, 1, 96, 96)
     for i in range(8):
         assert mask[i].sum().item() == 48 * 48
@@ -53,13 +53,13 @@ def test_only_the_chosen_patch_is_noised_and_loss_is_a_quarter_of_the_patch_l1()
         assert not changed[~mask[i]].any(), "context outside the patch must stay clean"
         assert changed[mask[i]].float().mean() > 0.99
     pred = torch.rand(8, 1, 96, 96)
-    loss = obj.loss(pred, x0, mask)
+    loss = obj.patch_l1(pred, x0, mask)
     patch_l1 = torch.stack([(pred[i][mask[i]] - x0[i][mask[i]]).abs().mean() for i in range(8)]).mean()
     assert loss.item() == pytest.approx(patch_l1.item() / 4, rel=1e-5)
 
 
 def test_ddpm_noises_the_whole_slice():
-    obj = Objective({**SETTINGS, "kind": "ddpm"}, torch.device("cpu"))
+    obj = build("ddpm", SETTINGS, network=torch.nn.Identity())
     x0 = torch.zeros(4, 1, 96, 96)
-    x_t, t, mask = obj.inputs(x0, torch.Generator().manual_seed(0))
+    x_t, t, mask = obj.noised(x0, torch.Generator().manual_seed(0))
     assert mask is None and ((x_t != 0).float().mean() > 0.99)

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from pddpm.evaluate.inference_file import load_inference
-from pddpm.model import build_network, save_trained
+from pddpm.models import build, save_trained
 from pddpm.slices import save_split
 from workflow_utils import TINY_CONFIG, planned_jobs, snakemake, write_config
 
@@ -56,7 +56,7 @@ def eval_run(tmp_path_factory):
     for kind in ("pddpm",):
         settings = {"kind": kind, "unet": cfg["unet"], "diffusion": {}, "patch": cfg["patch"], "image_size": [H, W]}
         torch.manual_seed(0)
-        save_trained(build_network(settings), settings, res / "models" / kind / "fold0" / "model.pt")
+        save_trained(build(kind, settings), res / "models" / kind / "fold0" / "model.pt")
     targets = [f"results/eval/{m}/fold0/{ds}_per_volume.csv" for m in ("pddpm", "thresh")
                for ds in ("demo_brats", "demo_ixi")]
     snakemake(work, *targets, *OURS)

@@ -6,20 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from pddpm.device import resolve_device
 from pddpm.diffusion import Diffusion
-from pddpm.errors import PddpmInputError
+from pddpm.errors import PddpmConfigError, PddpmInputError
 from pddpm.infer import (
     infer_arrays,
     load_inference,
-    member_timesteps,
     noise_seed,
     reconstruct,
-    regions_for,
-    resolve_device,
     save_inference,
     seeded_noise,
 )
-from pddpm.model import build_network, save_trained
+from pddpm.models import build, save_trained
+from pddpm.models.patched import member_timesteps
 
 H = W = 16
 NOISE = {"type": "simplex", "octaves": 2, "persistence": 0.8, "frequency": 8, "per_sample": False}
@@ -35,11 +34,16 @@ def _settings(kind="pddpm"):
 def _random_net(kind="pddpm"):
     """The real UNet with random weights everywhere (ADM zero-initialises output layers)."""
     torch.manual_seed(0)
-    net = build_network(_settings(kind))
+    net = build(kind, _settings(kind))
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.2)
     return net.eval()
+
+
+def _kind(net, kind="pddpm", **options):
+    """The model kind of the test settings around the network `net` (e.g. a stand-in), inference options set."""
+    return build(kind, _settings(kind), network=net).configure_inference(**options)
 
 
 def _images(n=2, z=3, seed=0):
@@ -60,14 +64,13 @@ class IdentityNet(torch.nn.Module):
 
 
 def test_batched_equals_one_patch_at_a_time():
-    net, diff = _random_net(), Diffusion()
+    net = _random_net()  # the model kind, test_timestep 500 (t = 499), the 2 x 2 grid of 8-px patches
     images = _images()
-    regions = regions_for("pddpm", H, W, 8, 8)
     noise = seeded_noise(NOISE, H, W, 3141, "demo_brats_test")
-    one = reconstruct(images, net, diff, regions, [499], noise, batch_size=1, progress=False)
+    one = reconstruct(images, net, noise, batch_size=1, progress=False)
     # 8 items per forward: chunks of 2 slices, crossing the volume boundary (Z = 3)
-    some = reconstruct(images, net, diff, regions, [499], noise, batch_size=8, progress=False)
-    allb = reconstruct(images, net, diff, regions, [499], noise, batch_size=1000, progress=False)
+    some = reconstruct(images, net, noise, batch_size=8, progress=False)
+    allb = reconstruct(images, net, noise, batch_size=1000, progress=False)
     np.testing.assert_allclose(some, one, atol=1e-5)
     np.testing.assert_allclose(allb, one, atol=1e-5)
     assert one.shape == images.shape and one.dtype == np.float32
@@ -77,10 +80,11 @@ def test_batched_equals_one_patch_at_a_time():
 def test_only_the_patch_is_noised_and_kept():
     diff = Diffusion()
     images = _images(1, 2)
-    regions = regions_for("pddpm", H, W, 8, 8)
+    model = _kind(MeanNet())
+    regions = model.regions
     assert regions.shape == (4, H, W)
     noise = seeded_noise(NOISE, H, W, 1, "s")
-    rec = reconstruct(images, MeanNet(), diff, regions, [499], noise, progress=False)
+    rec = reconstruct(images, model, noise, progress=False)
     x0 = torch.from_numpy(images.astype(np.float32))[0] * 2 - 1  # (Z, H, W)
     n = noise(0, 0, 2)[:, 0]
     a = diff.alphas_cumprod[499].item()
@@ -95,10 +99,11 @@ def test_only_the_patch_is_noised_and_kept():
 def test_overlapping_patches_are_averaged():
     diff = Diffusion()
     images = _images(1, 1)
-    regions = regions_for("pddpm", H, W, 8, 4)
+    model = _kind(MeanNet(), stride=4)
+    regions = model.regions
     assert regions.shape == (9, H, W)
     noise = seeded_noise(NOISE, H, W, 1, "s")
-    rec = torch.from_numpy(reconstruct(images, MeanNet(), diff, regions, [499], noise, progress=False)[0, 0])
+    rec = torch.from_numpy(reconstruct(images, model, noise, progress=False)[0, 0])
     x0 = torch.from_numpy(images.astype(np.float32))[0, 0] * 2 - 1
     a = diff.alphas_cumprod[499].item()
     xt_full = a ** 0.5 * x0 + (1 - a) ** 0.5 * noise(0, 0, 1)[0, 0]
@@ -110,12 +115,14 @@ def test_overlapping_patches_are_averaged():
 def test_ddpm_noises_whole_slice_and_ensemble_averages():
     diff = Diffusion()
     images = _images(1, 2)
-    whole = regions_for("ddpm", H, W)
+    model = _kind(IdentityNet(), "ddpm", ensemble_timesteps=[250, 500, 750])
+    whole = model.regions
     assert whole.shape == (1, H, W) and whole.all()
     noise = seeded_noise(NOISE, H, W, 5, "s")
     ts = member_timesteps(500, [250, 500, 750])
     assert ts == [249, 499, 749]
-    rec = reconstruct(images, IdentityNet(), diff, whole, ts, noise, progress=False)
+    assert model.timesteps == ts
+    rec = reconstruct(images, model, noise, progress=False)
     x0 = torch.from_numpy(images.astype(np.float32))[0] * 2 - 1
     members = []
     for e, t in enumerate(ts):
@@ -138,7 +145,7 @@ def test_noise_is_seeded_per_volume():
 @pytest.mark.parametrize("kind", ["pddpm", "ddpm"])
 def test_infer_arrays_with_saved_model_and_round_trip(tmp_path, kind):
     model_path = tmp_path / "model.pt"
-    save_trained(_random_net(kind), _settings(kind), model_path)
+    save_trained(_random_net(kind), model_path)
     images = _images()
     masks = np.ones(images.shape, np.uint8)
     kw = {"model": kind, "model_path": model_path, "seed": 7, "stream": "demo_brats_val", "batch_size": 5,
@@ -167,7 +174,7 @@ def test_thresh_baseline_is_the_intensity():
 
 def test_bad_inputs(tmp_path):
     model_path = tmp_path / "model.pt"
-    save_trained(_random_net(), _settings(), model_path)
+    save_trained(_random_net(), model_path)
     big = np.zeros((1, 2, 2 * H, 2 * W), np.float16)
     with pytest.raises(PddpmInputError, match="trained on"):
         infer_arrays(big, np.ones(big.shape, np.uint8), model="pddpm", model_path=model_path, progress=False)
@@ -181,11 +188,20 @@ def test_bad_inputs(tmp_path):
         load_inference(tmp_path / "nothing.npz")
 
 
-def test_device_auto_falls_back_to_cpu():
+def test_device_auto_picks_cuda_when_present_and_cuda_without_a_gpu_is_an_error(tmp_path):
+    """Inference resolves the device as training does (pddpm.device): no silent CPU fall-back."""
     assert resolve_device("cpu").type == "cpu"
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
-    assert resolve_device("cuda").type == expected
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+        return
+    model_path = tmp_path / "model.pt"
+    save_trained(_random_net(), model_path)
+    images = _images()
+    with pytest.raises(PddpmConfigError, match="device: cuda.*set device: auto or cpu"):
+        infer_arrays(images, np.ones(images.shape, np.uint8), model="pddpm", model_path=model_path,
+                     device="cuda", progress=False)
 
 
 class SmallMemoryNet(torch.nn.Module):
@@ -203,15 +219,13 @@ class SmallMemoryNet(torch.nn.Module):
 
 
 def test_out_of_memory_halves_the_pass_and_keeps_results(caplog):
-    diff = Diffusion()
     images = _images(1, 3)
-    regions = regions_for("pddpm", H, W, 8, 8)
     noise = seeded_noise(NOISE, H, W, 2, "s")
     small = SmallMemoryNet()
     timings = {}
     with caplog.at_level("WARNING", logger="pddpm.infer"):
-        got = reconstruct(images, small, diff, regions, [499], noise, batch_size=12, progress=False, timings=timings)
-    want = reconstruct(images, SmallMemoryNet(), diff, regions, [499], noise, batch_size=1, progress=False)
+        got = reconstruct(images, _kind(small), noise, batch_size=12, progress=False, timings=timings)
+    want = reconstruct(images, _kind(SmallMemoryNet()), noise, batch_size=1, progress=False)
     np.testing.assert_allclose(got, want, atol=1e-6)
     assert small.sizes[:3] == [12, 6, 3] and max(small.sizes[3:]) == 3
     assert timings["passes"] == 4 and "out of memory" in caplog.text

@@ -5,7 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pddpm.errors import PddpmInputError
-from pddpm.model import build_network, load_trained, save_trained
+from pddpm.models import build, complete_settings, load_trained, save_trained
 
 PAPER = {"kind": "pddpm", "unet": {}, "diffusion": {}, "patch": {"size": 48, "stride": 48}, "image_size": [96, 96]}
 TINY = {"kind": "pddpm", "unet": {"base_width": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
@@ -18,7 +18,7 @@ def n_params(net):
 
 
 def test_paper_network_size_and_flops():
-    net = build_network(PAPER)
+    net = build("pddpm", PAPER).net
     assert n_params(net) == 37_513_857
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         out = net(torch.randn(1, 1, 96, 96), torch.tensor([499]))
@@ -27,7 +27,7 @@ def test_paper_network_size_and_flops():
 
 
 def test_ddpm_baseline_is_the_same_network_without_scale_shift():
-    pddpm, ddpm = build_network(PAPER), build_network({**PAPER, "kind": "ddpm"})
+    pddpm, ddpm = build("pddpm", PAPER).net, build("ddpm", PAPER).net
     # only the time-embedding projections shrink: each residual block emits C instead of 2C values
     emb_pd = [m.out_features for n, m in pddpm.named_modules() if n.endswith("emb_layers.1")]
     emb_dd = [m.out_features for n, m in ddpm.named_modules() if n.endswith("emb_layers.1")]
@@ -38,7 +38,7 @@ def test_ddpm_baseline_is_the_same_network_without_scale_shift():
 @pytest.mark.parametrize("kind", ["pddpm", "ddpm"])
 def test_shapes_and_time_conditioning(kind):
     torch.manual_seed(0)
-    net = build_network({**TINY, "kind": kind})
+    net = build(kind, TINY).net
     # ADM zero-initialises the last layers; perturb them so the output depends on the input
     for p in net.parameters():
         p.data.add_(0.05 * torch.randn_like(p))
@@ -51,12 +51,15 @@ def test_shapes_and_time_conditioning(kind):
 
 def test_save_and_load_roundtrip(tmp_path):
     torch.manual_seed(1)
-    net = build_network(TINY)
+    model = build("pddpm", TINY)
+    net = model.net
     for p in net.parameters():
         p.data.add_(0.01 * torch.randn_like(p))
-    save_trained(net, TINY, tmp_path / "model.pt")
-    net2, diffusion, settings = load_trained(tmp_path / "model.pt")
-    assert settings == TINY and not net2.training and diffusion.timesteps == 1000
+    save_trained(model, tmp_path / "model.pt")
+    loaded = load_trained(tmp_path / "model.pt")
+    net2, diffusion, settings = loaded.net, loaded.diffusion, loaded.settings
+    # model.pt stores the settings completed from the schema, so it rebuilds the same network later
+    assert settings == complete_settings(TINY) and not net2.training and diffusion.timesteps == 1000
     x, t = torch.rand(2, 1, 48, 48), torch.tensor([3, 700])
     with torch.no_grad():
         assert torch.equal(net.eval()(x, t), net2(x, t))

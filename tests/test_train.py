@@ -16,12 +16,14 @@ import torch
 from scipy import ndimage as ndi
 
 from pddpm.checkpoint import load_checkpoint
-from pddpm.errors import PddpmInputError
-from pddpm.model import build_network, load_trained
+from pddpm.errors import PddpmConfigError, PddpmInputError
+from pddpm.models import build, load_trained
 from pddpm.train import (
-    Objective,
+    SliceData,
     TrainingDiverged,
     TrainingInterrupted,
+    epoch_plan,
+    lr_factor,
     run_fingerprint,
     train,
     validation_loss,
@@ -72,9 +74,8 @@ def one_thread():
 def test_loss_falls_on_brain_slices(brains):
     tr, va = brains
     torch.manual_seed(0)  # the untrained network train() starts from (same seed)
-    untrained = build_network(SETTINGS)
-    before = validation_loss(untrained, Objective(SETTINGS, torch.device("cpu")), torch.from_numpy(va), 0, 8,
-                             torch.device("cpu"), "fp32")
+    untrained = build(SETTINGS["kind"], SETTINGS)
+    before = validation_loss(untrained, SliceData.from_split(va), 0, 8, "fp32")["loss"]
     res = train(tr, va, SETTINGS, {**FAST, "batch_size": 8, "epochs": 20, "val_every_steps": 5, "lr": 3e-3},
                 seed=0, device="cpu", progress=False)
     log = pd.DataFrame(res.log)
@@ -138,7 +139,7 @@ def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes(brains, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "TrainingInterrupted" in err and "rerun to resume" in err
-    fp = run_fingerprint(SETTINGS, {**FAST, **cfg, "precision": "bf16", "lr": 1e-4, "compile": False}, 5, 8, 2)
+    fp = run_fingerprint(SETTINGS, {**FAST, **cfg}, 5, 8, 2)  # completes the schema defaults itself
     state = load_checkpoint(tmp_path / "ck" / "checkpoint.pt", fp)
     assert state is not None and 2 <= state["step"] < 10_000 * 2
     res = train(tr, va, SETTINGS, {**cfg, "epochs": 2}, seed=5, device="cpu", checkpoint_dir=tmp_path / "ck",
@@ -175,7 +176,8 @@ def test_outputs_rebuild_the_network(brains, tmp_path):
     res = train(tr, va, {**SETTINGS, "kind": "ddpm"}, FAST, seed=2, device="cpu", progress=False)
     write_outputs(res, {**SETTINGS, "kind": "ddpm"}, {"seed": 2}, tmp_path / "model.pt", tmp_path / "log.csv",
                   tmp_path / "run.json")
-    net, diffusion, settings = load_trained(tmp_path / "model.pt")
+    model = load_trained(tmp_path / "model.pt")
+    diffusion, settings = model.diffusion, model.settings
     assert settings["kind"] == "ddpm" and diffusion.timesteps == 1000
     assert list(pd.read_csv(tmp_path / "log.csv").columns) == ["step", "train_loss", "val_loss", "images_per_s"]
     assert json.loads((tmp_path / "run.json").read_text())["result"]["best_step"] == res.info["best_step"]
@@ -200,7 +202,7 @@ def test_train_rule_runs_and_reruns_on_a_setting_change(brains, tmp_path):
     snakemake(tmp_path, "--allowed-rules", "train", "--cores", "2", *targets)
     for m in ("pddpm", "ddpm"):
         out = tmp_path / "results" / "models" / m / "fold0"
-        _, _, settings = load_trained(out / "model.pt")
+        settings = load_trained(out / "model.pt").settings
         assert settings["kind"] == m and settings["image_size"] == [48, 48]
         log = pd.read_csv(out / "train_log.csv")
         assert list(log.step) == [1, 2, 3, 4]  # 2 epochs x 2 steps of 4 volumes
@@ -214,6 +216,9 @@ def test_train_rule_runs_and_reruns_on_a_setting_change(brains, tmp_path):
     assert planned_jobs(tmp_path, "--allowed-rules", "train", "--cores", "2", *targets) == {}
     write_config(tmp_path, {"train": {**fast, "epochs": 3}})
     assert planned_jobs(tmp_path, "--allowed-rules", "train", "--cores", "2", *targets) == {"train": 2}
+    # each kind's params carry only the sections it reads: the patch grid retrains pDDPM, not DDPM
+    write_config(tmp_path, {"train": fast, "patch": {"size": 12, "stride": 12}})
+    assert planned_jobs(tmp_path, "--allowed-rules", "train", "--cores", "2", *targets) == {"train": 1}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where no GPU is present")
@@ -223,3 +228,82 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error(brains):
     tr, va = brains
     with pytest.raises(PddpmConfigError, match="device: auto"):
         train(tr, va, SETTINGS, FAST, seed=0, device="cuda", progress=False)
+
+
+# ------------------------------------------------------------------------------------ training options
+def test_steps_per_epoch_round_down_and_too_few_volumes_is_named(brains):
+    tr, va = brains  # 8 training volumes
+    res = train(tr, va, SETTINGS, {**FAST, "batch_size": 3, "epochs": 2}, seed=0, device="cpu", progress=False)
+    assert res.info["steps_per_epoch"] == 2 and res.info["steps"] == 4  # 8 // 3: the last 2 volumes dropped
+    with pytest.raises(PddpmConfigError, match=r"batch_size 10 is more than the 8 training volumes.*"
+                                               r"slices_per_volume to 2 or more"):
+        train(tr, va, SETTINGS, {**FAST, "batch_size": 10}, seed=0, device="cpu", progress=False)
+    res = train(tr, va, SETTINGS, {**FAST, "batch_size": 10, "slices_per_volume": 2, "epochs": 1}, seed=0,
+                device="cpu", progress=False)
+    assert res.info["steps_per_epoch"] == 1  # 16 samples: one full batch of 10
+
+
+def test_an_epoch_draws_each_volume_slices_per_volume_times():
+    for k in (1, 3):
+        order, first = epoch_plan(seed=4, epoch=2, n_volumes=5, n_starts=12, per_volume=k)
+        assert np.bincount(order % 5, minlength=5).tolist() == [k] * 5
+        assert first.min() >= 0 and first.max() < 12
+    # k > 1: independent slices, so a volume's samples differ (as k of the original's epochs would)
+    order, first = epoch_plan(4, 2, 5, 12, per_volume=3)
+    assert len({int(first[i]) for i in np.flatnonzero(order % 5 == 0)}) > 1
+    assert not np.array_equal(epoch_plan(4, 2, 5, 12)[0], epoch_plan(4, 3, 5, 12)[0])
+
+
+def test_learning_rate_schedule():
+    constant = lr_factor("constant", 0, 100)
+    assert [constant(s) for s in (0, 50, 99)] == [1.0, 1.0, 1.0]
+    warm = lr_factor("constant", 4, 100)
+    assert [warm(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    cos = lr_factor("cosine", 4, 100)
+    values = [cos(s) for s in range(101)]
+    assert values[:4] == [0.25, 0.5, 0.75, 1.0] and values[4] == 1.0
+    assert all(b < a for a, b in zip(values[4:], values[5:], strict=False)) and values[100] == 0.0
+    assert values[52] == pytest.approx(0.5)  # halfway through the decay
+
+
+OPTIONS = {**FAST, "epochs": 4, "slices_per_volume": 2, "lr_schedule": "cosine", "warmup_steps": 3,
+           "ema_decay": 0.8, "val_every_steps": 100, "lr": 3e-3}  # validated at the last step only
+
+
+def test_resume_equals_uninterrupted_with_schedule_ema_and_several_slices_per_volume(brains, tmp_path):
+    tr, va = brains
+    full = train(tr, va, SETTINGS, OPTIONS, seed=3, device="cpu", progress=False, checkpoint_dir=tmp_path / "full")
+    assert full.info["steps"] == 4 * (8 * 2 // 4) and full.info["ema"]
+    with pytest.raises(TrainingInterrupted):
+        train(tr, va, SETTINGS, OPTIONS, seed=3, device="cpu", checkpoint_dir=tmp_path / "cut", progress=False,
+              stop_after_steps=7)
+    resumed = train(tr, va, SETTINGS, OPTIONS, seed=3, device="cpu", checkpoint_dir=tmp_path / "cut",
+                    progress=False)
+    assert resumed.info["resumed_from_step"] == 7
+    strip = [{k: v for k, v in r.items() if k != "images_per_s"} for r in full.log]
+    assert strip == [{k: v for k, v in r.items() if k != "images_per_s"} for r in resumed.log]
+    for k, v in full.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
+    # the kept weights are the EMA's, not the live network's; the learning rate followed the schedule
+    ck = load_checkpoint(tmp_path / "full" / "checkpoint.pt", full.info["fingerprint"])
+    assert full.info["best_step"] == 16
+    for k, v in full.state_dict.items():
+        assert torch.equal(v, ck["ema"][f"module.{k}"].float()), k
+    assert not all(torch.equal(v, ck["model"][k]) for k, v in full.state_dict.items())
+    assert ck["schedulers"]["adam"]["_last_lr"][0] == pytest.approx(
+        OPTIONS["lr"] * lr_factor("cosine", 3, 16)(16), abs=1e-12)
+    # a decaying schedule depends on the number of steps: more epochs are another run, not a continuation
+    longer = train(tr, va, SETTINGS, {**OPTIONS, "epochs": 5}, seed=3, device="cpu", progress=False,
+                   checkpoint_dir=tmp_path / "full")
+    assert longer.info["resumed_from_step"] is None
+
+
+def test_ema_weights_are_validated_and_kept(brains):
+    tr, va = brains
+    cfg = {**FAST, "epochs": 3, "val_every_steps": 6, "lr": 3e-3}
+    plain = train(tr, va, SETTINGS, cfg, seed=0, device="cpu", progress=False)
+    ema = train(tr, va, SETTINGS, {**cfg, "ema_decay": 0.5}, seed=0, device="cpu", progress=False)
+    # same training (the EMA does not touch the live weights), other kept weights and validation loss
+    assert [r["train_loss"] for r in plain.log] == [r["train_loss"] for r in ema.log]
+    assert plain.log[-1]["val_loss"] != ema.log[-1]["val_loss"]
+    assert not torch.equal(plain.state_dict["net.out.2.weight"], ema.state_dict["net.out.2.weight"])

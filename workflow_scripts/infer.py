@@ -9,12 +9,12 @@ with logged(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
     p = snakemake.params
     cfg = snakemake.config
+    options = dict(p.options)  # the kind's infer keys (pddpm.models.infer_params), precision among them
     infer_split(
         snakemake.input.slices, snakemake.output[0],
         model=p.model, model_path=snakemake.input.get("model"),
-        test_timestep=p.test_timestep, ensemble_timesteps=p.ensemble_timesteps, stride=p.stride,
-        precision=p.precision, erosion_iterations=p.erosion_iterations, median_size=p.median_size,
-        seed=p.seed, stream=p.stream,
+        erosion_iterations=p.erosion_iterations, median_size=p.median_size, seed=p.seed, stream=p.stream,
         # not params: they change speed only, so changing them must not rerun inference
-        batch_size=cfg["infer"]["batch_size"], device=cfg.get("device", "auto"),
+        batch_size=cfg["infer"]["batch_size"], device=cfg["device"],
+        **options,
     )

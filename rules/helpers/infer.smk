@@ -1,15 +1,22 @@
 # Functions of rules/infer.smk (kept apart from the rules, as snakemake's linter asks).
+from pddpm.models import infer_params as kind_infer_params
+from pddpm.models import kind as model_kind
 
 
 def infer_inputs(wildcards):
     inputs = {"slices": fill(artefacts.SLICES, ds=wildcards.ds, split=wildcards.split)}
-    if has_network(wildcards.model):
+    if model_kind(wildcards.model).trained:
         inputs["model"] = fill(artefacts.MODEL, model=wildcards.model, fold=wildcards.fold)
     return inputs
 
 
-def network_param(wildcards, key):
-    return config["infer"][key] if has_network(wildcards.model) else None
+def infer_options(wildcards):
+    """The `infer` keys this kind's maps depend on (none for thresh): changing the others reruns nothing."""
+    return kind_infer_params(wildcards.model, config)
+
+
+def infer_gpus(wildcards):
+    return config["infer"]["gpus"] if model_kind(wildcards.model).trained else 0
 
 
 def infer_mem_mb(wildcards, input):

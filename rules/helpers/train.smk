@@ -1,6 +1,26 @@
 # Functions of rules/train.smk (kept apart from the rules, as snakemake's linter asks).
+from pddpm.models import kind as model_kind
+from pddpm.models import train_params as kind_train_params
 
 
 def train_split(split):
     """The training data set's slices of one fold's `split` (train or val), `{fold}` left a wildcard."""
     return fill(artefacts.SLICES, ds=config["train_dataset"], split=f"{split}_fold{{fold}}")
+
+
+def train_inputs(wildcards):
+    """The fold's training and validation slices, plus the extra files the model kind reads (e.g. the
+    model.pt of a pre-trained encoder's kind, same fold)."""
+    inputs = {
+        "train": train_split("train").format(fold=wildcards.fold),
+        "val": train_split("val").format(fold=wildcards.fold),
+    }
+    for name, other in model_kind(wildcards.model).extra_inputs.items():
+        inputs[name] = fill(artefacts.MODEL, model=other, fold=wildcards.fold)
+    return inputs
+
+
+def train_params(wildcards):
+    """The config sections this kind reads and the result-changing `train` keys (pddpm.models.train_params):
+    changing another kind's section does not retrain this one."""
+    return kind_train_params(wildcards.model, config)

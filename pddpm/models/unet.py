@@ -89,10 +89,10 @@ class AttentionBlock(nn.Module):
 class UNet(nn.Module):
     """net(x_t (B, C, H, W), t (B,)) -> x0 prediction (B, C, H, W)."""
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, base_width: int = 128,
-                 channel_mult=(1, 2, 2), num_res_blocks: int = 3, attention_heads: int = 4,
-                 attention_head_channels: int = 64, groups: int = 32, dropout: float = 0.0,
-                 scale_shift: bool = True):
+    # no defaults here: they live in the schema's `unet` section (build_unet)
+    def __init__(self, *, in_channels: int, out_channels: int, base_width: int, channel_mult, num_res_blocks: int,
+                 attention_heads: int, attention_head_channels: int, groups: int, dropout: float,
+                 scale_shift: bool):
         super().__init__()
         self.base_width = base_width
         emb_dim = 4 * base_width
@@ -142,3 +142,20 @@ class UNet(nn.Module):
             for b in blocks[1:]:
                 h = b(h, emb)
         return self.out(h)
+
+
+def build_unet(unet: dict, image_size, scale_shift: bool, in_channels: int = 1, out_channels: int = 1) -> UNet:
+    """The UNet of the config section `unet` (complete, e.g. from pddpm.config.with_defaults), after
+    checking that slices of `image_size` pass its downsamplings."""
+    from pddpm.errors import PddpmInputError
+
+    h, w = image_size
+    levels = len(unet["channel_mult"]) - 1
+    if h % 2 ** levels or w % 2 ** levels:
+        raise PddpmInputError(
+            f"slices of {h} x {w} pixels cannot pass the UNet's {levels} downsamplings (sides must be "
+            f"divisible by {2 ** levels}); change slices.target_spacing_mm / fov_mm or unet.channel_mult")
+    return UNet(in_channels=in_channels, out_channels=out_channels, base_width=unet["base_width"],
+                channel_mult=tuple(unet["channel_mult"]), num_res_blocks=unet["num_res_blocks"],
+                attention_heads=unet["attention_heads"], attention_head_channels=unet["attention_head_channels"],
+                groups=unet["groups"], dropout=unet["dropout"], scale_shift=scale_shift)
