@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -337,16 +337,30 @@ def _file_digest(path) -> str:
     return h.hexdigest()
 
 
+def split_digest(split) -> str:
+    """sha256 of a split's images (and brain masks): a checkpoint of other data must not be resumed, or
+    a rerun after an upstream change (an N4 setting, a replaced scan) would return the old model."""
+    h = hashlib.sha256()
+    parts = [split["image"], split.get("mask")] if isinstance(split, Mapping) else [split]
+    for arr in parts:
+        if arr is not None:
+            arr = np.ascontiguousarray(arr)
+            h.update(str((arr.dtype, arr.shape)).encode())
+            h.update(memoryview(arr.reshape(-1).view(np.uint8)))
+    return h.hexdigest()
+
+
 def run_fingerprint(settings: dict, train_cfg: dict, seed: int, n_train: int, n_val: int,
-                    extra_inputs: Mapping[str, str] | None = None) -> str:
+                    extra_inputs: Mapping[str, str] | None = None, data: Sequence[str] = ()) -> str:
     """Identity of a run for resuming: settings and `train` section (both completed from the schema
-    defaults), seed, split sizes and the content of extra input files."""
+    defaults), seed, split sizes, the digests of the splits (`split_digest`) and the content of extra
+    input files."""
     cfg = with_defaults(train_cfg, "train")
     exempt = RESUME_EXEMPT if cfg["lr_schedule"] == "constant" else TRAIN_SPEED_KEYS
     keep = {k: v for k, v in cfg.items() if k not in exempt}
     inputs = {k: _file_digest(v) for k, v in sorted((extra_inputs or {}).items())}
     blob = json.dumps({"settings": complete_settings(settings), "train": keep, "seed": seed, "n": [n_train, n_val],
-                       "inputs": inputs}, sort_keys=True, default=str)
+                       "inputs": inputs, "data": list(data)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -395,7 +409,8 @@ def train(train_split, val_split, settings: dict, train_cfg: dict, *, seed: int,
     sampler = Sampler(seed, data.n_volumes, data.n_slices, model.sample_length, cfg["slices_per_volume"],
                       cfg["batch_size"])
     total_steps = cfg["epochs"] * sampler.steps_per_epoch
-    fingerprint = run_fingerprint(settings, cfg, seed, data.n_volumes, val_data.n_volumes, extra_inputs)
+    fingerprint = run_fingerprint(settings, cfg, seed, data.n_volumes, val_data.n_volumes, extra_inputs,
+                                  data=[split_digest(train_split), split_digest(val_split)])
     ckpt_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
 
     model.load_inputs(dict(extra_inputs or {}))

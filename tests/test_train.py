@@ -25,6 +25,7 @@ from pddpm.train import (
     epoch_plan,
     lr_factor,
     run_fingerprint,
+    split_digest,
     train,
     validation_loss,
     write_outputs,
@@ -117,6 +118,20 @@ def test_other_settings_do_not_resume_a_foreign_checkpoint(brains, tmp_path):
     assert res.info["resumed_from_step"] is None and res.info["steps"] == 2
 
 
+def test_a_checkpoint_of_other_training_data_is_not_resumed(brains, tmp_path):
+    # an upstream change (N4 setting, replaced scan) reruns training on new slices of the same shape:
+    # the finished run's checkpoint must not hand back the old model
+    tr, va = brains
+    first = train(tr, va, SETTINGS, FAST, seed=3, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    changed = (1 - tr.astype(np.float32)).astype(tr.dtype)
+    again = train(changed, va, SETTINGS, FAST, seed=3, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    fresh = train(changed, va, SETTINGS, FAST, seed=3, device="cpu", progress=False)
+    assert again.info["resumed_from_step"] is None
+    assert again.info["fingerprint"] != first.info["fingerprint"]
+    for k, v in fresh.state_dict.items():
+        assert torch.equal(v, again.state_dict[k]), k
+
+
 def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes(brains, tmp_path):
     tr, va = brains
     np.save(tmp_path / "tr.npy", tr)
@@ -139,7 +154,8 @@ def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes(brains, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "TrainingInterrupted" in err and "rerun to resume" in err
-    fp = run_fingerprint(SETTINGS, {**FAST, **cfg}, 5, 8, 2)  # completes the schema defaults itself
+    fp = run_fingerprint(SETTINGS, {**FAST, **cfg}, 5, 8, 2,  # completes the schema defaults itself
+                         data=[split_digest(tr), split_digest(va)])
     state = load_checkpoint(tmp_path / "ck" / "checkpoint.pt", fp)
     assert state is not None and 2 <= state["step"] < 10_000 * 2
     res = train(tr, va, SETTINGS, {**cfg, "epochs": 2}, seed=5, device="cpu", checkpoint_dir=tmp_path / "ck",
@@ -155,7 +171,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(brains, tmp_path):
     before = (tmp_path / "checkpoint.pt").read_bytes()
     poisoned = tr.copy()
     poisoned[:, :, 10:14, 10:14] = np.nan
-    with pytest.raises(TrainingDiverged, match=r"nan at step 3.*last good checkpoint"):
+    # other data: a fresh run (not a resume), which diverges at once and must not overwrite the checkpoint
+    with pytest.raises(TrainingDiverged, match=r"nan at step 1.*last good checkpoint"):
         train(poisoned, va, SETTINGS, FAST, seed=1, device="cpu", checkpoint_dir=tmp_path, progress=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
