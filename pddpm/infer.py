@@ -142,16 +142,27 @@ def reconstruct(images: np.ndarray, model, noise_fn: NoiseFn | None = None, *, m
 
 
 def postprocess_split(images: np.ndarray, recons: np.ndarray, masks: np.ndarray, *,
-                      erosion_iterations: int | None, median_size: int | None) -> np.ndarray:
+                      erosion_iterations: int | None, median_size: int | None,
+                      device: str | torch.device = "cpu") -> np.ndarray:
     """Anomaly maps (N, Z, H, W) float16 of a split: residual x eroded brain mask, 3D median per volume
     (sizes in voxels; None: pddpm.evaluate.postprocess.voxel_settings' defaults).
 
-    Filled volume by volume into a float16 array (the stored precision) to bound memory on large splits."""
+    On CUDA the maps are computed on the GPU right after inference (anomaly_maps_torch, bit-equal to the
+    numpy path); on the CPU volume by volume into a float16 array (the stored precision), bounding memory."""
+    from pddpm.evaluate.postprocess import anomaly_maps_torch, voxel_settings
+
     check_same_grid(images=images, reconstructions=recons, masks=masks)
+    vox = voxel_settings()
+    erosion_iterations = vox["erosion_iterations"] if erosion_iterations is None else erosion_iterations
+    median_size = vox["median_size"] if median_size is None else median_size
+    device = torch.device(device)
+    if device.type == "cuda":
+        return anomaly_maps_torch(images, torch.from_numpy(np.ascontiguousarray(recons)).to(device), masks,
+                                  erosion_iterations=erosion_iterations, median_size=median_size, device=device)
     maps = np.empty(np.shape(images), np.float16)
     for i in range(len(maps)):
         maps[i] = anomaly_map(images[i], recons[i], masks[i], erosion_iterations=erosion_iterations,
-                              median_size=median_size)
+                              median_size=median_size, dtype=np.float16)
     return maps
 
 
@@ -204,7 +215,7 @@ def infer_arrays(images: np.ndarray, masks: np.ndarray, *, model: str,
     info.update(kind_info)
     t1 = time.perf_counter()
     maps = postprocess_split(images, recons, masks, erosion_iterations=erosion_iterations,
-                             median_size=median_size)
+                             median_size=median_size, device=dev)
     t2 = time.perf_counter()
     info.update(erosion_iterations=erosion_iterations, median_size=median_size,
                 forward_passes=int(timings["passes"]),

@@ -229,3 +229,21 @@ def test_out_of_memory_halves_the_pass_and_keeps_results(caplog):
     np.testing.assert_allclose(got, want, atol=1e-6)
     assert small.sizes[:3] == [12, 6, 3] and max(small.sizes[3:]) == 3
     assert timings["passes"] == 4 and "out of memory" in caplog.text
+
+
+def test_split_post_processing_equals_the_gpu_path_on_cpu():
+    # infer_arrays post-processes on the GPU where inference ran there (anomaly_maps_torch); the torch
+    # path run on the CPU must give the CPU path's stored maps bit for bit
+    from pddpm.evaluate.postprocess import anomaly_maps_torch
+    from pddpm.infer import postprocess_split
+
+    rng = np.random.default_rng(4)
+    images = _images(3, 6)
+    recons = (images.astype(np.float32) + rng.normal(0, 0.1, images.shape)).astype(np.float32)
+    masks = np.zeros(images.shape, np.uint8)
+    masks[:, :, 3:13, 2:14] = 1
+    for erosion, median in ((1, 3), (3, 5), (0, 1)):
+        cpu = postprocess_split(images, recons, masks, erosion_iterations=erosion, median_size=median)
+        gpu_path = anomaly_maps_torch(images, torch.from_numpy(recons), masks, erosion_iterations=erosion,
+                                      median_size=median, device="cpu")
+        assert cpu.dtype == np.float16 and np.array_equal(cpu, gpu_path)
