@@ -37,6 +37,7 @@ from pddpm.artefacts import SPLIT_KEYS, load_split, save_split  # noqa: F401
 from pddpm.config import defaults
 from pddpm.errors import PddpmInputError
 from pddpm.io import atomic_path, load_nifti
+from pddpm.preprocess.checks import check_aligned
 
 ORIENTATION = ("L", "P", "S")
 SUBJECT_KEYS = ("image", "mask", "seg", "spacing_mm", "fov_mm", "orientation")
@@ -134,17 +135,6 @@ def fov_shape(fov_mm: Sequence[float], spacing: Sequence[float]) -> tuple[int, .
 
 # --- one subject --------------------------------------------------------------------------------------
 
-def _load_aligned(path: str | os.PathLike, ref: nib.Nifti1Image | None, what: str) -> nib.Nifti1Image:
-    img = load_nifti(path)
-    if ref is not None:
-        if img.shape != ref.shape or not np.allclose(img.affine, ref.affine, atol=1e-3):
-            raise PddpmInputError(
-                f"{path}: {what} grid {img.shape} (affine {np.round(img.affine[:3], 3).tolist()}) differs from "
-                f"its image {ref.shape} (affine {np.round(ref.affine[:3], 3).tolist()}); they must share one "
-                "grid: rerun preprocessing for this subject")
-    return img
-
-
 def slice_settings(**given) -> dict:
     """process_subject's settings: the given ones (None = not given) over the schema's `slices` defaults."""
     d = defaults("slices")
@@ -171,8 +161,11 @@ def process_subject(t2: str | os.PathLike, mask: str | os.PathLike, seg: str | o
     cfg = slice_settings(fov_mm=fov_mm, target_spacing_mm=target_spacing_mm, percentiles=percentiles,
                          time_step=time_step, iterations=iterations, clip_output=clip_output)
     t2_img = load_nifti(t2)
-    mask_img = _load_aligned(mask, t2_img, "mask")
-    seg_img = _load_aligned(seg, t2_img, "segmentation") if seg else None
+    mask_img = load_nifti(mask)
+    check_aligned(t2_img, mask_img, str(t2), str(mask))
+    seg_img = load_nifti(seg) if seg else None
+    if seg_img is not None:
+        check_aligned(t2_img, seg_img, str(t2), str(seg))
 
     image, spacing = reorient(t2_img)
     mask_arr = reorient(mask_img)[0] > 0

@@ -132,7 +132,7 @@ def test_planted_defects_are_found_reported_and_dropped(tmp_path):
 
 
 def test_authors_layout_read_by_the_data_stage_reader(tmp_path):
-    """The workflow reads the authors' layout with pddpm.data.preprocessed_layout.split_sheets (issue 8);
+    """The workflow reads the authors' layout with pddpm.data.preprocessed_layout.split_sheets;
     the same defects come out, and volumes are named by the workflow's subject ids."""
     from pddpm.data.preprocessed_layout import split_sheets
 
