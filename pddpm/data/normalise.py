@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from pddpm.artefacts import SUBJECTS_TSV, raw_name
 from pddpm.data import archives, ixi, local, mslub
 from pddpm.data.raw import RawSubject, write_raw
 from pddpm.errors import PddpmInputError
@@ -46,13 +47,14 @@ def from_archives(kind: str, files: list[str | os.PathLike], raw_dir: str | os.P
     # later stages see them as changed when a source is fetched again
     for s in subjects:
         for key in s.files():
-            os.utime(raw_dir / f"{s.subject}_{key}.nii.gz")
+            os.utime(raw_dir / raw_name(s.subject, key))
     log.info("%s: %d subjects in %s", kind, len(subjects), raw_dir)
     return subjects
 
 
 def clear_raw(raw_dir: Path) -> None:
     """Remove volumes of an earlier conversion, so a re-download does not mix old and new subjects."""
-    for p in list(raw_dir.glob("*_t2.nii.gz")) + list(raw_dir.glob("*_seg.nii.gz")):
-        p.unlink()
-    (raw_dir / "subjects.tsv").unlink(missing_ok=True)
+    for key in ("t2", "seg"):
+        for p in raw_dir.glob(raw_name("*", key)):
+            p.unlink()
+    (raw_dir / Path(SUBJECTS_TSV).name).unlink(missing_ok=True)
