@@ -88,6 +88,9 @@ def cross_key_problems(config: dict) -> list[str]:
     patch = config["patch"]
     if patch["stride"] > patch["size"]:
         problems.append(f"patch.stride ({patch['stride']}) larger than patch.size ({patch['size']}) leaves gaps")
+    from pddpm.models.checks import problems as model_problems
+
+    problems += model_problems(config)  # model settings that do not fit the slice size
     return problems
 
 

@@ -413,6 +413,7 @@ def train(train_split, val_split, settings: dict, train_cfg: dict, *, seed: int,
                                   data=[split_digest(train_split), split_digest(val_split)])
     ckpt_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
 
+    model.plan(sampler.steps_per_epoch, total_steps)
     model.load_inputs(dict(extra_inputs or {}))
     model.to(dev)
     if channels_last:

@@ -52,6 +52,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("ddpm", "pddpm.models.ddpm:DDPM", sections=("unet", "diffusion"),
          infer_keys=("test_timestep", "ensemble_timesteps")),
     Kind("thresh", "pddpm.models.thresh:Thresh", trained=False),
+    Kind("dae", "pddpm.models.dae:DAE", sections=("dae",)),
+    Kind("fanogan", "pddpm.models.fanogan:FAnoGAN", sections=("fanogan",)),
 )}
 
 # `train` keys that change only speed or job size, never the weights: not rule params, and a checkpoint

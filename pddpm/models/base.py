@@ -56,6 +56,11 @@ class ModelKind(nn.Module):
         draws only from `generator` (on the training device), so a resumed run draws the same."""
         raise PddpmConfigError(f"model kind {self.name!r} has nothing to train")
 
+    def plan(self, steps_per_epoch: int, total_steps: int) -> None:
+        """Told how long this run trains, before its optimisers are made and a checkpoint is resumed; a kind
+        that trains in phases places them here (state it keeps for that belongs in its state dict, so that a
+        resumed run keeps the phases it started with). Default: nothing."""
+
     def augment(self, batch: Batch, generator: torch.Generator) -> Batch:
         """Per-batch augmentation of training batches (not validation); default none."""
         return batch
