@@ -52,6 +52,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("ddpm", "pddpm.models.ddpm:DDPM", sections=("unet", "diffusion"),
          infer_keys=("test_timestep", "ensemble_timesteps")),
     Kind("thresh", "pddpm.models.thresh:Thresh", trained=False),
+    Kind("ae", "pddpm.models.autoencoders:AE", sections=("ae",)),
+    Kind("vae", "pddpm.models.autoencoders:VAE", sections=("vae",)),
+    Kind("svae", "pddpm.models.svae:SVAE", sections=("svae",)),
 )}
 
 # `train` keys that change only speed or job size, never the weights: not rule params, and a checkpoint
