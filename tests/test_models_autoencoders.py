@@ -209,3 +209,41 @@ def test_svae_links_the_slices_of_a_window_and_averages_overlapping_windows(brai
     np.testing.assert_allclose(rec7[0, 4:], win[1][1:].numpy(), atol=1e-5)
     with pytest.raises(PddpmInputError, match="svae.sequence_length = 4"):
         reconstruct(vol[:, :3], model, progress=False)
+
+
+# ------------------------------------------------------------------------------------------ device branches
+@pytest.mark.parametrize("kind", ["vae", "svae"])
+def test_bf16_autocast_and_channels_last_on_the_cpu_track_fp32(kind, brains):
+    """The speed settings torch runs on the CPU: bf16 autocast (training and inference) stays close to
+    fp32, channels-last gives the same training."""
+    tr, va = brains
+    s = settings(kind)
+    cfg = {**FAST, "epochs": 2, "lr": 1e-3}
+    base = train(tr, va, s, cfg, seed=1, device="cpu", progress=False)
+    bf16 = train(tr, va, s, {**cfg, "precision": "bf16"}, seed=1, device="cpu", progress=False)
+    cl = train(tr, va, s, {**cfg, "channels_last": True}, seed=1, device="cpu", progress=False)
+    losses = [r["train_loss"] for r in base.log]
+    np.testing.assert_allclose([r["train_loss"] for r in bf16.log], losses, rtol=0.05)
+    np.testing.assert_allclose([r["train_loss"] for r in cl.log], losses, rtol=1e-3)  # other kernels, same sums
+    torch.manual_seed(0)
+    model = build(kind, s).eval()
+    images = va[:, :5]
+    fp32 = reconstruct(images, model, progress=False)
+    half = reconstruct(images, model, precision="bf16", progress=False)
+    assert np.abs(half - fp32).max() < 0.05 and not np.array_equal(half, fp32)
+
+
+def test_torch_compile_on_the_cpu_matches_eager(brains):
+    """torch.compile (inductor) of the svae's networks, transformer included, trains as eager does."""
+    tr, va = brains
+    s = settings("svae", layers=1)
+    cfg = {**FAST, "epochs": 1, "val_every_steps": 1, "lr": 1e-3}
+    from torch._dynamo.utils import counters
+
+    eager = train(tr, va, s, cfg, seed=3, device="cpu", progress=False)
+    graphs = counters["stats"]["unique_graphs"]
+    compiled = train(tr, va, s, {**cfg, "compile": True}, seed=3, device="cpu", progress=False)
+    assert counters["stats"]["unique_graphs"] > graphs  # dynamo really compiled the networks
+    np.testing.assert_allclose([r["train_loss"] for r in compiled.log], [r["train_loss"] for r in eager.log],
+                               rtol=1e-4)
+    assert set(compiled.state_dict) == set(eager.state_dict)

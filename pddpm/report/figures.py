@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless and fast; figures are only ever written to files
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -391,6 +392,7 @@ def training_curves_figure(logs: Mapping[tuple[str, int], pd.DataFrame], path: s
         ax.set_xlabel("step", fontsize=7)
         ax.set_ylabel(term, fontsize=7)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are whole numbers
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
