@@ -89,8 +89,10 @@ def bare_loop(settings: dict, batch: int, steps: int, dev: torch.device) -> floa
 def train_speed(settings: dict, batch: int, steps: int, device: str, **cfg) -> tuple[float, float]:
     """(images/s of `steps` timed steps, seconds of the `steps` warm-up steps before them) of
     pddpm.train.train itself; the warm-up window holds torch.compile's compilation."""
-    split = random_split(batch, 4, settings["image_size"][0])  # one step per epoch
-    val = random_split(1, 1, settings["image_size"][0], seed=1)
+    # one step per epoch; volumes long enough for a sequence kind's sample (its images/s count every slice)
+    length = build(settings["kind"], settings).sample_length
+    split = random_split(batch, max(4, length), settings["image_size"][0])
+    val = random_split(1, length, settings["image_size"][0], seed=1)
     run = {"batch_size": batch, "epochs": 2 * steps, "val_every_steps": steps, "checkpoint_every_steps": 10 ** 9,
            **cfg}
     res = train(split, val, settings, run, seed=0, device=device, progress=False)

@@ -106,6 +106,7 @@ PER_VOLUME = f"{RESULTS}/eval/{{model}}/fold{{fold}}/{{ds}}_per_volume.csv"
 
 # the report
 TABLE1 = f"{RESULTS}/tables/table1.{{ext}}"  # ext: csv | md | tex | html
+TABLE1_SUMMARY = f"{RESULTS}/tables/table1_summary.txt"  # per anomalous data set: ordering as in the paper?
 FIGURE = f"{RESULTS}/figures/{{name}}.png"  # qualitative_{ds}, pr_{ds}, dice_distribution, ...
 # name: the rule, then its wildcards as folders, e.g. train/pddpm/fold0
 LOG = f"{RESULTS}/logs/{{name}}.log"

@@ -15,6 +15,7 @@ import yaml
 
 from pddpm import config as config_lib
 from pddpm.errors import PddpmConfigError
+from pddpm.models import checks as model_checks
 
 
 def _problems(instance, schema: dict, prefix: Sequence[str] = ()) -> list[str]:
@@ -88,9 +89,8 @@ def cross_key_problems(config: dict) -> list[str]:
     patch = config["patch"]
     if patch["stride"] > patch["size"]:
         problems.append(f"patch.stride ({patch['stride']}) larger than patch.size ({patch['size']}) leaves gaps")
-    from pddpm.models.checks import problems as model_problems
-
-    problems += model_problems(config)  # model settings that do not fit the slice size
+    # each model kind's settings against the slice size (pddpm/models/checks.py)
+    problems += model_checks.problems(config)
     return problems
 
 

@@ -118,3 +118,58 @@ def test_workflow_stops_before_any_job(tmp_path: Path):
     assert "preprocess.skullstrip.backend: 'bet' is not allowed" in out
     # nothing was run or written
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".snakemake") == ["config.yaml"]
+
+
+# ------------------------------------------------------------------ model settings against the slice size
+def _problems_of(overrides: dict) -> str:
+    cfg = load("config.yaml")  # the demo: 48 x 48 x 25 model grid
+    cfg.update(overrides)
+    with pytest.raises(PddpmConfigError) as err:
+        check_config(cfg)
+    return str(err.value)
+
+
+def test_model_grid_is_the_field_of_view_over_the_spacing():
+    from pddpm.models.checks import model_grid
+
+    assert model_grid(check_config(load("config.yaml"))) == (48, 48, 25)
+    assert model_grid(check_config(load("configs/paper.yaml"))) == (96, 96, 50)
+    assert model_grid({"slices": {"fov_mm": [190, 200, 10], "target_spacing_mm": 4.0}}) == (48, 50, 2)
+
+
+def test_diffusion_settings_that_do_not_fit_the_slices_stop_the_check():
+    msg = _problems_of({"unet": {"channel_mult": [1, 2, 2, 2, 2, 2]}})  # 5 downsamplings: 48 / 32
+    assert ("unet.channel_mult: 5 downsamplings (entries - 1) need slice sides divisible by 32, but the 48 x 48 "
+            "slices of the model grid (slices.fov_mm / slices.target_spacing_mm) allow at most 4; allowed: at "
+            "most 5 entries") in msg
+    msg = _problems_of({"patch": {"size": 20, "stride": 20}})
+    assert ("patch.size/patch.stride: 20 x 20 patches with stride 20 do not tile the 48 x 48 slices of the model "
+            "grid (slices.fov_mm / slices.target_spacing_mm) ((side - size) must divide by the stride); allowed "
+            "strides for size 20: 1, 2, 4, 7, 14") in msg
+    assert "patch size 60 is larger than the 48 x 48 slices" in _problems_of({"patch": {"size": 60, "stride": 60}})
+    assert "infer.stride: 24 x 24 patches with stride 5" in _problems_of({"infer": {"stride": 5}})
+    # only the models that run are checked: DDPM has no patch grid
+    ok = load("config.yaml")
+    ok.update({"models": ["ddpm", "thresh"], "patch": {"size": 20, "stride": 20}})
+    check_config(ok)
+
+
+def test_autoencoder_settings_that_do_not_fit_the_slices_stop_the_check():
+    msg = _problems_of({"models": ["ae", "vae", "svae", "thresh"], "ae": {"widths": [8, 8, 8, 8, 8]},
+                        "vae": {"widths": [8] * 6}, "svae": {"sequence_length": 30, "heads": 5}})
+    assert "ae.widths: 5 stride-2 levels (one per entry) need slice sides divisible by 32" in msg
+    assert "vae.widths: 6 stride-2 levels (one per entry) need slice sides divisible by 64" in msg
+    assert msg.count("allowed: at most 4 entries") == 2  # 48 = 3 x 2^4
+    assert ("svae.sequence_length: windows of 30 slices are longer than the 25 axial slices of a volume on the "
+            "model grid (slices.fov_mm[2] / slices.target_spacing_mm); allowed: 2..25") in msg
+    assert "svae.heads: 5 attention heads do not divide svae.latent_dim 128; allowed: 1, 2, 4, 8, 16" in msg
+
+
+def test_a_model_setting_that_does_not_fit_stops_the_dry_run(tmp_path: Path):
+    write_config(tmp_path, {"models": ["pddpm", "vae", "thresh"], "vae": {"widths": [4, 4, 4, 4, 4]}})
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "vae.widths: 5 stride-2 levels (one per entry) need slice sides divisible by 32" in out
+    assert "allowed: at most 4 entries" in out
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".snakemake") == ["config.yaml"]

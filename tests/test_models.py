@@ -35,8 +35,8 @@ def one_thread():
 def test_registry_is_the_schema_enum_and_unknown_kinds_list_the_known_ones():
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     assert set(schema["properties"]["models"]["items"]["enum"]) == set(KINDS)
-    with pytest.raises(PddpmConfigError, match="unknown model kind 'vae'; known kinds: pddpm, ddpm, thresh"):
-        build("vae", {})
+    with pytest.raises(PddpmConfigError, match="unknown model kind 'vqvae'; known kinds: pddpm, ddpm, thresh, "):
+        build("vqvae", {})
 
 
 def test_every_kind_builds_at_the_paper_and_the_demo_size():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import struct
@@ -204,6 +205,97 @@ def test_reference_numbers_match_spec_section_8():
         assert cell == expect, (method, ds, metric)
 
 
+EIGHT = ["pddpm", "svae", "ddpm", "thresh", "dae", "ae", "fanogan", "vae"]  # config order, not the paper's
+
+
+def test_all_eight_models_in_the_papers_order_each_with_the_papers_row(tmp_path):
+    config = {**TINY, "models": EIGHT}
+    values = {(m, 0, ds): [0.1 + 0.05 * i, 0.2] for i, m in enumerate(EIGHT) for ds in ("demo_brats", "demo_mslub")}
+    values.update({(m, 0, "demo_ixi"): [0.01] for m in EIGHT})
+    write_per_volume(tmp_path, config, values)
+    t = table.make_table1(per_volume_files(tmp_path, config), config)
+    paths = [tmp_path / f"t.{e}" for e in ("csv", "md", "tex", "html")] + [tmp_path / "summary.txt"]
+    table.write_table1(t, *paths)
+    csv = pd.read_csv(paths[0])
+    order = ["thresh", "ae", "vae", "svae", "dae", "fanogan", "ddpm", "pddpm"]  # the paper's rows, top to bottom
+    assert list(zip(csv["model"], csv["source"], strict=True)) == [(m, s) for m in order for s in ("this run", "paper")]
+    paper = csv[csv["source"] == "paper"].set_index("model")
+    ref = pd.read_csv(REPO / "pddpm" / "data" / "reference_table1.csv").set_index(["method", "dataset", "metric"])
+    for m in order:  # every paper row from the shipped reference, brats numbers under the demo BraTS columns
+        assert paper.loc[m, "demo_brats_dice_mean"] == ref.loc[(m, "brats", "dice"), "mean"]
+        assert paper.loc[m, "demo_mslub_auprc_mean"] == ref.loc[(m, "mslub", "auprc"), "mean"]
+    md = paths[1].read_text()
+    labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "this run" in line]
+    assert labels == ["Thresh", "AE", "VAE", "SVAE", "DAE", "f-AnoGAN", "DDPM", "pDDPM"]
+    # the footnotes: SVAE's architecture is ours, the VAEs reconstruct from the posterior mean
+    assert "SVAE: the paper's architecture is not published; this run's is ours" in md
+    assert "VAE: reconstructs from the posterior mean" in md
+    tex = paths[2].read_text()
+    assert len([line for line in tex.splitlines() if line.endswith(r"\\")]) == 17  # header + 16 rows
+    assert "architecture is not published" in tex and "architecture is not published" in paths[3].read_text()
+    # the ordering summary: one sentence per anomalous data set, in the table outputs too
+    summary = paths[4].read_text().splitlines()
+    assert [line.split(":")[0] for line in summary] == ["demo_brats", "demo_mslub"]
+    assert all(line in md for line in summary) and "Ordering against the paper" in md
+    # without the models that need them, no footnotes
+    assert "posterior mean" not in table.to_markdown(table.make_table1(per_volume_files(tmp_path, TINY), TINY))
+
+
+LABELS = {"dice": "Dice", "auprc": "AUPRC"}
+PAPER = {"dice": {"pddpm": 49.41, "ddpm": 40.67, "thresh": 19.69}, "auprc": {"pddpm": 54.76, "ddpm": 49.78,
+                                                                             "thresh": 20.27}}
+
+
+def test_ordering_sentence_as_in_the_paper():
+    ours = {"dice": {"pddpm": 30.0, "ddpm": 20.0, "thresh": 10.0}, "auprc": {"pddpm": 31.0, "ddpm": 22.0,
+                                                                           "thresh": 5.0}}
+    assert (table.ordering_sentence("demo_brats", ours, PAPER, LABELS)
+            == "demo_brats: pDDPM > DDPM > Thresh in Dice and AUPRC, as in the paper.")
+
+
+def test_ordering_sentence_names_the_swapped_pairs():
+    # issue 11's demo table: Thresh first in both metrics, DDPM ahead of pDDPM in Dice only
+    ours = {"dice": {"thresh": 51.85, "ddpm": 14.34, "pddpm": 4.56}, "auprc": {"thresh": 43.66, "ddpm": 18.55,
+                                                                             "pddpm": 11.63}}
+    ours["auprc"]["pddpm"] = 20.0  # pDDPM ahead of DDPM in AUPRC
+    assert table.ordering_sentence("demo_brats", ours, PAPER, LABELS) == (
+        "demo_brats: Dice Thresh > DDPM > pDDPM, the paper has pDDPM > DDPM > Thresh (3 of 3 pairs swapped: "
+        "Thresh above DDPM, Thresh above pDDPM, DDPM above pDDPM); AUPRC Thresh > pDDPM > DDPM, the paper has "
+        "pDDPM > DDPM > Thresh (2 of 3 pairs swapped: Thresh above DDPM, Thresh above pDDPM).")
+
+
+def test_ordering_sentence_ties_missing_values_and_models_without_paper_rows():
+    ours = {"dice": {"pddpm": 0.25, "ddpm": 0.25, "cddpm": 40.0}, "auprc": {"pddpm": 0.36, "ddpm": 0.23}}
+    assert table.ordering_sentence("demo_mslub", ours, PAPER, LABELS) == (
+        "demo_mslub: Dice DDPM = pDDPM, the paper has pDDPM > DDPM (1 of 1 pairs swapped: DDPM level with pDDPM); "
+        "AUPRC pDDPM > DDPM, as in the paper (cddpm not in the paper's table).")
+    # the same order in both metrics, said once; each metric in its own words when they differ
+    same = {"dice": {"pddpm": 2.0, "ddpm": 1.0}, "auprc": {"pddpm": 2.0, "ddpm": 1.0}}
+    assert table.ordering_sentence("x", same, PAPER, LABELS) == "x: pDDPM > DDPM in Dice and AUPRC, as in the paper."
+    only_one = {"dice": {"pddpm": 2.0, "thresh": 1.0}, "auprc": {"pddpm": 2.0}}  # AUPRC of thresh undefined
+    assert table.ordering_sentence("x", only_one, PAPER, LABELS) == "x: Dice pDDPM > Thresh, as in the paper."
+    assert table.ordering_sentence("x", {"dice": {"pddpm": 1.0, "cddpm": 2.0}}, PAPER, LABELS) == (
+        "x: fewer than two of the models run (pDDPM, cddpm) have the paper's numbers; no ordering to compare.")
+
+
+def test_ordering_summary_is_computed_from_the_table(tmp_path):
+    """The sentences follow the table's numbers: the same per-volume files with one model's Dice raised
+    change the ordering sentence of that data set only."""
+    config = {**TINY, "models": ["pddpm", "ddpm", "thresh"]}
+    dice = {"pddpm": 0.4, "ddpm": 0.3, "thresh": 0.1}
+    values = {(m, 0, ds): [d, d] for m, d in dice.items() for ds in ("demo_brats", "demo_mslub")}
+    values.update({(m, 0, "demo_ixi"): [0.01] for m in dice})
+    write_per_volume(tmp_path, config, values)
+    first = table.make_table1(per_volume_files(tmp_path, config), config).summary
+    assert first == ["demo_brats: pDDPM > DDPM > Thresh in Dice and AUPRC, as in the paper.",
+                     "demo_mslub: pDDPM > DDPM > Thresh in Dice and AUPRC, as in the paper."]
+    write_per_volume(tmp_path, config, {("thresh", 0, "demo_mslub"): [0.35, 0.35]})
+    second = table.make_table1(per_volume_files(tmp_path, config), config).summary
+    assert second[0] == first[0]
+    assert "Dice pDDPM > Thresh > DDPM, the paper has pDDPM > DDPM > Thresh (1 of 3 pairs swapped: Thresh above " \
+           "DDPM)" in second[1]
+
+
 def test_missing_model_or_dataset_in_eval_outputs_is_a_clear_error(tmp_path):
     config = TINY
     values = {(m, 0, ds): [0.3] for m in ("pddpm", "thresh") for ds in ("demo_brats", "demo_mslub")}
@@ -284,6 +376,65 @@ def test_figures_are_valid_pngs_from_synthetic_files(tmp_path):
     assert not list((tmp_path / "fig").glob(".*"))  # no temporary files left behind
 
 
+NINE = ["pddpm", "ddpm", "thresh", "ae", "vae", "svae", "dae", "fanogan", "cddpm"]
+
+
+def test_figures_stay_legible_with_nine_models(tmp_path):
+    """Every model of the paper's Table 1 and one more: distinct colours, and figures that grow in one
+    direction only, to a size a screen shows."""
+    config = {**two_fold_config(), "models": NINE}
+    synthetic_run(tmp_path, config, n_test=3, shape=(6, 48, 48))
+    res = tmp_path / "results"
+    colours = figures.model_colours(NINE)
+    assert len(set(colours.values())) == 9
+    assert colours["pddpm"] == figures.model_colours(["pddpm", "thresh"])["pddpm"]  # the same in every run
+    w, h = assert_png(figures.qualitative_from_files(
+        res / "slices" / "demo_brats_test.npz",
+        {m: res / "infer" / m / "fold0" / "demo_brats_test.npz" for m in NINE},
+        {m: res / "eval" / m / "fold0" / "demo_brats_threshold.json" for m in NINE},
+        n_volumes=3, title="demo_brats", path=tmp_path / "qual.png"))
+    assert 1200 < w < 2000 and 1200 < h < 2000  # 10 columns (input + models) x 9 rows (3 volumes x 3)
+    w3, h3 = assert_png(figures.qualitative_from_files(
+        res / "slices" / "demo_brats_test.npz",
+        {m: res / "infer" / m / "fold0" / "demo_brats_test.npz" for m in NINE[:3]},
+        {m: res / "eval" / m / "fold0" / "demo_brats_threshold.json" for m in NINE[:3]},
+        n_volumes=3, title="demo_brats", path=tmp_path / "qual3.png"))
+    assert w3 < w / 2 and abs(h3 - h) < 0.1 * h  # more models: wider, not taller
+    datasets = [d for d in table.datasets_from_config(config) if d.role == "anomalous"]
+    per_volume = table.load_per_volume(per_volume_files(tmp_path, config), datasets)
+    w, h = assert_png(figures.dice_distribution_figure(per_volume, ["demo_brats", "demo_mslub"], tmp_path / "d.png"))
+    assert w < 1400 and h < 1000
+    keys = [(m, f) for m in NINE for f in (0, 1)]
+    w, h = assert_png(figures.pr_curves_from_files(
+        res / "slices" / "demo_mslub_test.npz",
+        {k: res / "infer" / k[0] / f"fold{k[1]}" / "demo_mslub_test.npz" for k in keys},
+        {k: res / "eval" / k[0] / f"fold{k[1]}" / "demo_mslub_threshold.json" for k in keys},
+        "demo_mslub", tmp_path / "pr.png"), min_px=300)
+    assert w > 1.3 * h  # the legend of nine models beside the axes, not over the curves
+
+
+def test_training_curves_show_each_models_own_loss_terms(tmp_path):
+    steps = np.arange(1, 41)
+    vae = pd.DataFrame({"step": steps, "train_loss": 1 / steps, "val_loss": np.where(steps % 10 == 0, 0.9 / steps,
+                                                                                    np.nan),
+                        "images_per_s": np.nan, "train_l1": 0.8 / steps, "train_kl": 100 + steps,
+                        "val_l1": np.where(steps % 10 == 0, 0.7 / steps, np.nan),
+                        "val_kl": np.where(steps % 10 == 0, 90.0 + steps, np.nan)})
+    gan = pd.DataFrame({"step": steps, "train_loss": -1 / steps, "val_loss": np.nan, "images_per_s": np.nan,
+                        "train_critic": np.where(steps < 20, -2 / steps, np.nan),
+                        "val_encoder": np.where(steps % 10 == 0, 0.5 / steps, np.nan)})
+    ae = vae[["step", "train_loss", "val_loss", "images_per_s"]]
+    assert figures.loss_terms(vae) == ["loss", "l1", "kl"]
+    assert figures.loss_terms(gan) == ["loss", "critic", "encoder"]  # a term logged in one phase, or val only
+    assert figures.loss_terms(ae) == ["loss"]
+    logs = {("vae", 0): vae, ("vae", 1): vae * 1.0, ("ae", 0): ae}
+    w, h = assert_png(figures.training_curves_figure(logs, tmp_path / "t.png"), min_px=250)
+    assert w > 3.5 * h  # 4 panels in one row: AE loss, VAE loss, l1, kl
+    logs[("fanogan", 0)] = gan
+    w2, h2 = assert_png(figures.training_curves_figure(logs, tmp_path / "t2.png"), min_px=250)
+    assert abs(w2 - w) < 0.05 * w and h2 > 1.8 * h  # 7 panels: a second row
+
+
 def test_qualitative_rejects_maps_on_another_grid(tmp_path):
     synthetic_run(tmp_path, TINY)
     res = tmp_path / "results"
@@ -322,7 +473,7 @@ def test_report_rules_run_and_build_the_html_report(tmp_path):
     write_config(tmp_path)
     synthetic_run(tmp_path, TINY)
     res = tmp_path / "results"
-    targets = ["results/tables/table1.html", "results/tables/table1.tex",
+    targets = ["results/tables/table1.html", "results/tables/table1.tex", "results/tables/table1_summary.txt",
                "results/figures/qualitative_demo_brats.png", "results/figures/qualitative_demo_mslub.png",
                "results/figures/pr_demo_brats.png", "results/figures/pr_demo_mslub.png",
                "results/figures/dice_distribution.png", "results/figures/training_curves.png"]
@@ -340,6 +491,12 @@ def test_report_rules_run_and_build_the_html_report(tmp_path):
     for needle in ("5. Results", "4. Training", "qualitative_demo_brats.png", "table1.html",
                    "This is the demo cohort", "Qualitative results on the test split"):
         assert needle in page, needle
+    # the front page says, per anomalous data set, whether the run orders the models as the paper does
+    summary = (res / "tables" / "table1_summary.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in summary] == ["demo_brats", "demo_mslub"]
+    front = page[page.index("Does this run order the models as the paper does?"):]
+    for line in summary:
+        assert f"<li>{html.escape(line, quote=False)}</li>" in front, line
 
     assert planned_jobs(tmp_path, *allowed, *targets) == {}
     write_config(tmp_path, {"evaluate": {"qualitative_volumes": 2}})

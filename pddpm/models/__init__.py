@@ -52,6 +52,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("ddpm", "pddpm.models.ddpm:DDPM", sections=("unet", "diffusion"),
          infer_keys=("test_timestep", "ensemble_timesteps")),
     Kind("thresh", "pddpm.models.thresh:Thresh", trained=False),
+    Kind("ae", "pddpm.models.autoencoders:AE", sections=("ae",)),
+    Kind("vae", "pddpm.models.autoencoders:VAE", sections=("vae",)),
+    Kind("svae", "pddpm.models.svae:SVAE", sections=("svae",)),
     Kind("dae", "pddpm.models.dae:DAE", sections=("dae",)),
     Kind("fanogan", "pddpm.models.fanogan:FAnoGAN", sections=("fanogan",)),
 )}

@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless and fast; figures are only ever written to files
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -23,12 +24,33 @@ from pddpm.io import atomic_path  # noqa: E402
 from pddpm.report.table import model_label, order_models  # noqa: E402
 
 DPI = 110
-# one colour per model, stable across figures
-_PALETTE = plt.get_cmap("tab10").colors
+
+
+# A fixed colour per known model (tab10), so that a model looks the same in every figure and every run:
+# the paper's method red, its DDPM baseline blue, the intensity baseline grey. Other models take the
+# unused tab20 colours, in run order.
+MODEL_COLOURS = {"pddpm": 3, "ddpm": 0, "thresh": 7, "ae": 1, "vae": 2, "svae": 8, "dae": 4, "fanogan": 5,
+                 "cddpm": 6, "cddpm_nopretrain": 9}
 
 
 def model_colours(models: Sequence[str]) -> dict[str, tuple]:
-    return {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(order_models(models))}
+    tab10, tab20 = plt.get_cmap("tab10").colors, plt.get_cmap("tab20").colors
+    spare = [c for c in tab20 if c not in tab10]  # tab20's light shades
+    out, others = {}, 0
+    for m in order_models(models):
+        if m in MODEL_COLOURS:
+            out[m] = tab10[MODEL_COLOURS[m]]
+        else:
+            out[m] = spare[others % len(spare)]
+            others += 1
+    return out
+
+
+def model_styles(models: Sequence[str]) -> dict[str, str]:
+    """Line styles beside the colours: solid for a few models; with many, neighbours alternate solid and
+    dashed so that similar colours still part."""
+    ordered = order_models(models)
+    return {m: "-" if len(ordered) <= 5 or i % 2 == 0 else "--" for i, m in enumerate(ordered)}
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
@@ -80,7 +102,9 @@ def _overlay(ax, image, binary, colour, title=None):
 def qualitative_grid(image: np.ndarray, seg: np.ndarray, subjects: Sequence[str],
                      outputs: Mapping[str, Mapping], volumes: Sequence[int], title: str,
                      path: str | os.PathLike, min_component_voxels: int = 7) -> Path:
-    """One row per (volume, model): input, reconstruction, anomaly map, thresholded map, ground truth.
+    """Per volume a block of three rows, one column per model (so more models widen the figure, not
+    lengthen it): the reconstruction, the anomaly map, the thresholded map (red) with the ground truth's
+    outline (green). The first column holds the input and the ground truth.
 
     image, seg: (N, Z, H, W) of the test split. outputs: model -> {"recon", "anomaly" (N, Z, H, W),
     "threshold": float, "subjects": (N,)}; each model's volumes are matched to `subjects` by id.
@@ -103,42 +127,53 @@ def qualitative_grid(image: np.ndarray, seg: np.ndarray, subjects: Sequence[str]
             if out[key].shape[1:] != image.shape[1:]:
                 raise PddpmInputError(f"{title}: model `{model}` {key} has volume shape {out[key].shape[1:]}, "
                                       f"the slices {image.shape[1:]}: maps and images are on different grids")
-    rows = [(v, m) for v in volumes for m in models]
-    cols = ["input", "reconstruction", "anomaly map", "thresholded", "ground truth"]
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.7 * len(cols), 1.75 * len(rows)), squeeze=False)
     # one colour scale per model so its maps compare across volumes
     vmax = {}
     for m in models:
         vals = np.concatenate([np.asarray(outputs[m]["anomaly"][index[m][subjects[v]]], np.float32).ravel()
                                for v in volumes])
         vmax[m] = max(float(np.percentile(vals, 99.9)), float(outputs[m]["threshold"]), 1e-6)
-    for r, (v, m) in enumerate(rows):
+    n_rows, n_cols = 3 * len(volumes), 1 + len(models)
+    side = 1.45
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(side * n_cols + 0.4, side * n_rows + 0.5), squeeze=False)
+    row_names = ("reconstruction", "anomaly map", "thresholded")
+    for b, v in enumerate(volumes):
         z = lesion_slice(seg[v])
-        i = index[m][subjects[v]]
-        anomaly_vol = outputs[m]["anomaly"][i]
-        thr = float(outputs[m]["threshold"])
-        binary = binarise(anomaly_vol, thr, min_component_voxels)[z]
         img = np.asarray(image[v, z], np.float32)
-        ax = axes[r]
-        ax[0].imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        recon = np.asarray(outputs[m]["recon"][i, z], np.float32)
-        ax[1].imshow(recon, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        if not recon.any():  # Thresh: no reconstruction, its map is the intensity itself
-            ax[1].text(0.5, 0.5, "none\n(map = intensity)", color="w", fontsize=7, ha="center", va="center",
-                       transform=ax[1].transAxes)
-        ax[2].imshow(np.asarray(anomaly_vol[z], np.float32), cmap="inferno", vmin=0, vmax=vmax[m],
-                     interpolation="nearest")
-        _overlay(ax[3], img, binary, (1.0, 0.2, 0.1))
-        _overlay(ax[4], img, seg[v, z] > 0, (0.1, 0.9, 0.2))
-        ax[0].set_ylabel(f"{subjects[v]}\nz={z}\n{model_label(m)}", fontsize=7)
-        for a in ax:
-            a.set_xticks([])
-            a.set_yticks([])
-        if r == 0:
-            for a, c in zip(ax, cols, strict=True):
-                a.set_title(c, fontsize=8)
-        ax[3].text(0.02, 0.02, f"thr {thr:.3g}", color="w", fontsize=6, transform=ax[3].transAxes)
-    fig.suptitle(title, fontsize=9)
+        truth = seg[v, z] > 0
+        block = axes[3 * b:3 * b + 3]
+        block[0][0].imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        block[0][0].set_title("input" if b == 0 else "", fontsize=8)
+        _overlay(block[1][0], img, truth, (0.1, 0.9, 0.2))
+        block[1][0].set_title("ground truth" if b == 0 else "", fontsize=8)
+        block[2][0].axis("off")
+        block[2][0].text(0.5, 0.5, f"{subjects[v]}\nslice z={z}", fontsize=7, ha="center", va="center",
+                         transform=block[2][0].transAxes)
+        for c, m in enumerate(models, start=1):
+            i = index[m][subjects[v]]
+            anomaly_vol = outputs[m]["anomaly"][i]
+            thr = float(outputs[m]["threshold"])
+            recon = np.asarray(outputs[m]["recon"][i, z], np.float32)
+            block[0][c].imshow(recon, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if not recon.any():  # Thresh: no reconstruction, its map is the intensity itself
+                block[0][c].text(0.5, 0.5, "none\n(map = intensity)", color="w", fontsize=7, ha="center",
+                                 va="center", transform=block[0][c].transAxes)
+            block[1][c].imshow(np.asarray(anomaly_vol[z], np.float32), cmap="inferno", vmin=0, vmax=vmax[m],
+                               interpolation="nearest")
+            _overlay(block[2][c], img, binarise(anomaly_vol, thr, min_component_voxels)[z], (1.0, 0.2, 0.1))
+            if truth.any():
+                block[2][c].contour(truth, levels=[0.5], colors=[(0.1, 0.9, 0.2)], linewidths=0.7)
+            block[2][c].text(0.02, 0.02, f"thr {thr:.3g}", color="w", fontsize=6, transform=block[2][c].transAxes)
+            if b == 0:
+                block[0][c].set_title(model_label(m), fontsize=9, fontweight="bold")
+        for r, name in enumerate(row_names):
+            block[r][1].set_ylabel(name, fontsize=7)
+        for row in block:
+            for a in row:
+                a.set_xticks([])
+                a.set_yticks([])
+    fig.suptitle(f"{title}: reconstruction, anomaly map and thresholded map (red; green: ground truth) per model",
+                 fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -205,17 +240,22 @@ def pr_curves_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]],
                      operating_points: Mapping[str, Sequence[tuple[float, float]]] | None = None) -> Path:
     """curves: model -> (precision, recall, AP). operating_points: model -> [(recall, precision)] at the
     chosen threshold of each fold, marked beside its curve."""
-    colours = model_colours(curves)
-    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    colours, styles = model_colours(curves), model_styles(curves)
+    many = len(curves) > 4  # the legend then goes beside the axes, where it hides no curve
+    fig, ax = plt.subplots(figsize=(6.4 if many else 4.6, 4.0))
     for m in order_models(curves):
         precision, recall, ap = curves[m]
-        ax.plot(recall, precision, color=colours[m], lw=1.5, label=f"{model_label(m)} (AP {100 * ap:.1f}%)")
+        ax.plot(recall, precision, color=colours[m], ls=styles[m], lw=1.5,
+                label=f"{model_label(m)} (AP {100 * ap:.1f}%)")
         for r, p in (operating_points or {}).get(m, []):
             ax.plot([r], [p], "o", color=colours[m], ms=5, mec="k", mew=0.5)
     ax.axhline(prevalence, color="0.5", ls=":", lw=1, label=f"chance ({100 * prevalence:.2g}%)")
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -244,27 +284,33 @@ def dice_distribution_figure(per_volume: pd.DataFrame, datasets: Sequence[str], 
     if missing:
         raise PddpmInputError(f"no per-volume `{metric}` for data sets {missing}; rerun `metrics`")
     models = order_models(data["model"].unique())
+    colours = model_colours(models)
     folds = sorted(data["fold"].unique())
-    fold_colours = {f: plt.get_cmap("viridis")(i / max(len(folds) - 1, 1)) for i, f in enumerate(folds)}
-    fig, axes = plt.subplots(1, len(datasets), figsize=(1.2 + 1.3 * len(models) * len(datasets), 3.6),
-                             squeeze=False, sharey=True)
+    markers = {f: "os^Dv<>ph*"[i % 10] for i, f in enumerate(folds)}
+    # one panel per data set, stacked, so that more models widen one axis instead of every panel
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(1.6 + 0.8 * len(models), 0.4 + 3.0 * len(datasets)),
+                             squeeze=False)
     rng = np.random.default_rng(0)  # jitter only; fixed so reruns give the same picture
-    for ax, ds in zip(axes[0], datasets, strict=True):
+    for ax, ds in zip(axes[:, 0], datasets, strict=True):
         sub = data[data["dataset"] == ds]
         values = [100 * sub.loc[sub["model"] == m, metric].to_numpy() for m in models]
-        ax.boxplot(values, widths=0.55, showfliers=False, medianprops={"color": "k"})
+        boxes = ax.boxplot(values, widths=0.55, showfliers=False, medianprops={"color": "k"}, patch_artist=True)
+        for box, m in zip(boxes["boxes"], models, strict=True):
+            box.set(facecolor=(*colours[m][:3], 0.25), edgecolor=colours[m])
         for i, m in enumerate(models, start=1):
-            ms = sub[sub["model"] == m]
-            x = i + rng.uniform(-0.18, 0.18, len(ms))
-            ax.scatter(x, 100 * ms[metric], s=9, alpha=0.75, c=[fold_colours[f] for f in ms["fold"]],
-                       edgecolors="none")
-        ax.set_xticks(range(1, len(models) + 1), [model_label(m) for m in models], fontsize=8)
+            for f in folds:
+                ms = sub[(sub["model"] == m) & (sub["fold"] == f)]
+                x = i + rng.uniform(-0.18, 0.18, len(ms))
+                ax.scatter(x, 100 * ms[metric], s=10, alpha=0.8, color=colours[m], marker=markers[f],
+                           edgecolors="none")
+        ax.set_xticks(range(1, len(models) + 1), [model_label(m) for m in models], fontsize=8,
+                      rotation=30 if len(models) > 6 else 0, ha="right" if len(models) > 6 else "center")
         ax.set_title(ds, fontsize=9)
+        ax.set_ylabel(f"per-volume {metric} [%]", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel(f"per-volume {metric} [%]")
     if len(folds) > 1:
-        handles = [plt.Line2D([], [], ls="", marker="o", color=fold_colours[f], label=f"fold {f}") for f in folds]
-        axes[0][-1].legend(handles=handles, fontsize=7, loc="upper right")
+        handles = [plt.Line2D([], [], ls="", marker=markers[f], color="0.3", label=f"fold {f}") for f in folds]
+        axes[0][0].legend(handles=handles, fontsize=7, loc="upper right")
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -290,35 +336,65 @@ def read_train_log(path: str | os.PathLike) -> pd.DataFrame:
     return log
 
 
-def training_curves_figure(logs: Mapping[tuple[str, int], pd.DataFrame], path: str | os.PathLike) -> Path:
-    """One panel per model: training loss (smoothed line) and validation loss (dots) per fold, and the
-    step of the lowest validation loss (the kept model) marked."""
+def loss_terms(log: pd.DataFrame) -> list[str]:
+    """The loss terms of a training log: `loss` (the total, validated and used to keep the best model),
+    then every other `train_<term>` / `val_<term>` column in the order the log has them."""
+    terms = ["loss"]
+    for col in log.columns:
+        for prefix in ("train_", "val_"):
+            if col.startswith(prefix) and col[len(prefix):] not in terms:
+                terms.append(col[len(prefix):])
+    return terms
+
+
+def training_curves_figure(logs: Mapping[tuple[str, int], pd.DataFrame], path: str | os.PathLike,
+                           columns: int = 4) -> Path:
+    """One panel per model and loss term (each model's own terms: `loss_terms`), `columns` panels a row,
+    a model's terms side by side: the training value per step (faint), its running mean (solid) and the
+    validation value (dots) per fold; on each model's `loss` panel the validation minimum, whose weights
+    are the model kept, is starred."""
     models = order_models({m for m, _ in logs})
     if not models:
         raise PddpmInputError("no training logs given for the training-curve figure")
     folds = sorted({f for _, f in logs})
     colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(folds)}
-    fig, axes = plt.subplots(1, len(models), figsize=(4.0 * len(models), 3.2), squeeze=False)
-    for ax, m in zip(axes[0], models, strict=True):
+    panels = []
+    for m in models:
+        terms = list(dict.fromkeys(t for (mm, _), log in logs.items() if mm == m for t in loss_terms(log)))
+        panels += [(m, t) for t in terms]
+    n_cols = min(columns, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.4 * n_cols, 2.7 * n_rows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (m, term) in zip(axes.ravel(), panels, strict=False):
         for f in folds:
-            if (m, f) not in logs:
+            log = logs.get((m, f))
+            if log is None:
                 continue
-            log = logs[(m, f)]
-            train = log.dropna(subset=["train_loss"])
-            if len(train):
-                window = max(1, len(train) // 25)
-                smooth = train["train_loss"].rolling(window, min_periods=1).mean()
-                ax.plot(train["step"], train["train_loss"], color=colours[f], alpha=0.15, lw=0.8)
-                ax.plot(train["step"], smooth, color=colours[f], lw=1.2, label=f"fold {f} train")
-            val = log.dropna(subset=["val_loss"])
-            if len(val):
-                ax.plot(val["step"], val["val_loss"], "o--", color=colours[f], ms=3, lw=0.8,
-                        label=f"fold {f} val")
-                best = val.loc[val["val_loss"].idxmin()]
-                ax.plot([best["step"]], [best["val_loss"]], "*", color=colours[f], ms=10, mec="k", mew=0.5)
-        ax.set(title=model_label(m), xlabel="step", ylabel="L1 loss")
+            train_col, val_col = f"train_{term}", f"val_{term}"
+            if train_col in log:
+                train = log.dropna(subset=[train_col])
+                if len(train):
+                    window = max(1, len(train) // 25)
+                    smooth = train[train_col].rolling(window, min_periods=1).mean()
+                    ax.plot(train["step"], train[train_col], color=colours[f], alpha=0.15, lw=0.8)
+                    ax.plot(train["step"], smooth, color=colours[f], lw=1.2, label=f"fold {f} train")
+            if val_col in log:
+                val = log.dropna(subset=[val_col])
+                if len(val):
+                    ax.plot(val["step"], val[val_col], "o--", color=colours[f], ms=3, lw=0.8, label=f"fold {f} val")
+                    if term == "loss":
+                        best = val.loc[val[val_col].idxmin()]
+                        ax.plot([best["step"]], [best[val_col]], "*", color=colours[f], ms=10, mec="k", mew=0.5)
+        what = "total loss (model kept at the val minimum)" if term == "loss" else term
+        ax.set_title(f"{model_label(m)}: {what}", fontsize=8)
+        ax.set_xlabel("step", fontsize=7)
+        ax.set_ylabel(term, fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are whole numbers
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     return save_figure(fig, path)
 

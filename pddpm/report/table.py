@@ -2,7 +2,9 @@
 
 Flow: `load_per_volume` (the per-volume files of every model, fold and data set, as one frame) ->
 `aggregate_over_folds` (per fold the mean over volumes, then mean and std over folds) ->
-`build_table1` (one row per model and source, numeric) -> `to_csv` / `to_markdown` / `to_latex`.
+`build_table1` (one row per model and source, numeric; `ordering_summary`: per anomalous data set one
+sentence saying whether this run orders the models as the paper does) -> `to_csv` / `to_markdown` /
+`to_latex` / `to_html` / `to_summary`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,13 @@ PERCENT_METRICS = {"dice", "auprc"}
 NO_RECONSTRUCTION = {"thresh"}
 PAPER_SOURCE = "paper"
 OURS_SOURCE = "this run"
+# Footnotes of the models whose rows need one (printed when the model ran)
+MODEL_NOTES = {
+    "vae": "VAE: reconstructs from the posterior mean (no sampling at inference).",
+    "svae": ("SVAE: the paper's architecture is not published; this run's is ours: the VAE's slice encoder "
+             "and decoder with a transformer encoder over the slice codes of windows of `svae.sequence_length` "
+             "consecutive slices (docs/training.md, \"svae\"); it reconstructs from the posterior mean."),
+}
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,8 @@ class Table1:
     datasets: list[Dataset]
     notes: list[str] = field(default_factory=list)
     run_name: str = ""
+    # one sentence per anomalous data set: does this run order the models as the paper does? (`ordering_summary`)
+    summary: list[str] = field(default_factory=list)
 
     def value_columns(self) -> list[tuple[Dataset, str]]:
         return [(d, m) for d in self.datasets for m in d.metrics]
@@ -184,7 +196,91 @@ def build_table1(summary: pd.DataFrame, reference: pd.DataFrame, datasets: Seque
         f"Rows `{PAPER_SOURCE}`: {source}, on the real data sets ({', '.join(sorted(KIND_LABELS[k] for k in {d.kind for d in datasets if d.role == 'anomalous'} if k in KIND_LABELS))}); "
         "the paper reports no reconstruction error (n/a).",
     ]
-    return Table1(frame=frame, datasets=datasets, notes=notes, run_name=run_name)
+    ran = set(models)
+    notes += [note for model, note in MODEL_NOTES.items() if model in ran]
+    table = Table1(frame=frame, datasets=datasets, notes=notes, run_name=run_name)
+    table.summary = ordering_summary(table)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------------
+# does this run order the models as the paper does?
+
+def _order_text(models: Sequence[str], values: Mapping[str, float]) -> str:
+    """`pDDPM > DDPM = Thresh`: models by value, best first ('=' for equal values at the table's precision)."""
+    ranked = sorted(models, key=lambda m: -values[m])
+    text = model_label(ranked[0])
+    for a, b in zip(ranked, ranked[1:], strict=False):
+        text += (" = " if round(values[a], 2) == round(values[b], 2) else " > ") + model_label(b)
+    return text
+
+
+def _swapped(models: Sequence[str], ours: Mapping[str, float], paper: Mapping[str, float]) -> list[tuple[str, str]]:
+    """Pairs (a, b) that this run ranks a above b (or equal) while the paper ranks b above a, or the reverse;
+    returned as (ours higher, paper higher)."""
+    out = []
+    for a, b in combinations(models, 2):
+        mine, theirs = np.sign(round(ours[a] - ours[b], 2)), np.sign(paper[a] - paper[b])
+        if mine != theirs:
+            out.append((a, b) if theirs < 0 else (b, a))
+    return out
+
+
+def ordering_sentence(dataset: str, ours: Mapping[str, Mapping[str, float]],
+                      paper: Mapping[str, Mapping[str, float]], metric_labels: Mapping[str, str]) -> str:
+    """One sentence on `dataset`: per metric, this run's order of the models and whether it is the paper's.
+
+    ours / paper: metric -> model -> value (finite values only; a model missing from `paper` has no paper
+    row). Models are compared only where both a value of this run and the paper's exist."""
+    clauses, same_orders, agree = [], [], []
+    without = order_models({m for vals in ours.values() for m in vals} - {m for vals in paper.values() for m in vals})
+    for metric, label in metric_labels.items():
+        models = [m for m in order_models(ours.get(metric, {})) if m in paper.get(metric, {})]
+        if len(models) < 2:
+            continue
+        mine, theirs = ours[metric], paper[metric]
+        swapped = _swapped(models, mine, theirs)
+        order = _order_text(models, mine)
+        agree.append(not swapped)
+        same_orders.append(order)
+        if not swapped:
+            clauses.append(f"{label} {order}, as in the paper")
+        else:
+            pairs = ", ".join(f"{model_label(a)} {'level with' if round(mine[a], 2) == round(mine[b], 2) else 'above'} "
+                              f"{model_label(b)}" for a, b in swapped)
+            n_pairs = len(models) * (len(models) - 1) // 2
+            clauses.append(f"{label} {order}, the paper has {_order_text(models, theirs)} "
+                           f"({len(swapped)} of {n_pairs} pairs swapped: {pairs})")
+    if not clauses:
+        ran = ", ".join(model_label(m) for m in order_models({m for vals in ours.values() for m in vals}))
+        return (f"{dataset}: fewer than two of the models run ({ran}) have the paper's numbers; "
+                "no ordering to compare.")
+    if all(agree) and len(set(same_orders)) == 1 and len(clauses) > 1:
+        names = " and ".join(metric_labels[m] for m in metric_labels)
+        text = f"{dataset}: {same_orders[0]} in {names}, as in the paper"
+    else:
+        text = f"{dataset}: " + "; ".join(clauses)
+    if without:
+        text += f" ({', '.join(model_label(m) for m in without)} not in the paper's table)"
+    return text + "."
+
+
+def ordering_summary(table: Table1) -> list[str]:
+    """One sentence per anomalous data set of `table`, computed from its numbers (`ordering_sentence`)."""
+    frame = table.frame
+    labels = {"dice": "Dice", "auprc": "AUPRC"}
+    out = []
+    for ds in (d for d in table.datasets if d.role == "anomalous"):
+        per_source = {}
+        for source in (OURS_SOURCE, PAPER_SOURCE):
+            rows = frame[frame["source"] == source]
+            per_source[source] = {
+                metric: {m: float(v) for m, v in zip(rows["model"], rows[f"{ds.key}_{metric}_mean"], strict=True)
+                         if np.isfinite(v)}
+                for metric in ds.metrics}
+        out.append(ordering_sentence(ds.key, per_source[OURS_SOURCE], per_source[PAPER_SOURCE],
+                                     {m: labels.get(m, m) for m in ds.metrics}))
+    return out
 
 
 def format_cell(mean: float, std: float, fmt: str = ".2f", pm: str = " ± ") -> str:
@@ -226,7 +322,11 @@ def to_markdown(table: Table1) -> str:
     notes = "\n".join(f"- {n}" for n in table.notes[1:])
     first = table.notes[0]
     lead = f"> **{first}**" if first.startswith("DEMO") else first
-    return f"# Table 1: anomaly segmentation (run `{table.run_name}`)\n\n{lead}\n\n{body}\n\n{notes}\n"
+    order = ""
+    if table.summary:
+        order = "\n\n**Ordering against the paper** (computed from the rows above):\n\n" + "\n".join(
+            f"- {line}" for line in table.summary)
+    return f"# Table 1: anomaly segmentation (run `{table.run_name}`)\n\n{lead}\n\n{body}\n\n{notes}{order}\n"
 
 
 def _tex_escape(text: str) -> str:
@@ -242,6 +342,7 @@ def to_latex(table: Table1) -> str:
     cols = list(disp.columns)
     lines = [f"% Table 1 of run {table.run_name}, written by pddpm-uad (pddpm/report/table.py)",
              *[f"% {n}" for n in table.notes],
+             *[f"% ordering against the paper: {line}" for line in table.summary],
              r"% needs \usepackage{booktabs,xcolor}",
              r"\begin{table}[t]", r"\centering", r"\small",
              r"\begin{tabular}{ll" + "r" * (len(cols) - 2) + "}", r"\toprule",
@@ -267,6 +368,9 @@ def to_html(table: Table1) -> str:
         rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
     body = f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.notes[1:])
+    if table.summary:
+        notes += "<li>Ordering against the paper (computed from the rows above):<ul>" + "".join(
+            f"<li>{html.escape(line)}</li>" for line in table.summary) + "</ul></li>"
     lead = html.escape(table.notes[0])
     lead = f'<p class="demo"><b>{lead}</b></p>' if lead.startswith("DEMO") else f"<p>{lead}</p>"
     style = ("body{font-family:sans-serif;font-size:14px} table{border-collapse:collapse} "
@@ -278,11 +382,18 @@ def to_html(table: Table1) -> str:
             f"<code>{html.escape(table.run_name)}</code></h3>\n{lead}\n{body}\n<ul>{notes}</ul>\n</body></html>\n")
 
 
-def write_table1(table: Table1, csv_path, md_path, tex_path, html_path=None) -> None:
+def to_summary(table: Table1) -> str:
+    """The ordering sentences, one per line (the report's front page shows them)."""
+    return "".join(f"{line}\n" for line in table.summary)
+
+
+def write_table1(table: Table1, csv_path, md_path, tex_path, html_path=None, summary_path=None) -> None:
     to_csv(table, csv_path)
     texts = [(md_path, to_markdown(table)), (tex_path, to_latex(table))]
     if html_path:
         texts.append((html_path, to_html(table)))
+    if summary_path:
+        texts.append((summary_path, to_summary(table)))
     for path, text in texts:
         with atomic_path(path) as tmp:
             Path(tmp).write_text(text)
