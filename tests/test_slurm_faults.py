@@ -21,14 +21,11 @@ import pytest
 import yaml
 
 from pddpm import artefacts
+from pddpm.artefacts import fill
 from slurm_cluster import SHIPPED, megabytes, minutes, run_profile, slurm_profile, snakemake_cmd
 from workflow_utils import REPO, SNAKEMAKE, copy_run, snakemake, write_config
 
 pytestmark = pytest.mark.slurm
-
-
-def fill(pattern: str, **kw) -> str:
-    return artefacts.fill(pattern, **kw)
 
 
 def rule_jobs(cluster, rule: str, before: set[str]) -> list[dict[str, str]]:
@@ -68,10 +65,10 @@ def wait_until(what: str, ok, timeout: float, poll: float = 0.5):
 
 # ------------------------------------------------------------------------------------------ time limit
 # The smallest time limit SLURM has is one minute; slurmctld checks limits about every 30 s, so a job
-# with `--time=1` gets its SIGTERM 60-90 s after it started (measured here: 77 s), the SIGKILL KillWait
-# (5 s in the test cluster) later. The training is sized by its CPU time, which load does not shrink:
-# TRAIN_CPU_S of one core, so that even on an idle machine the first attempt is still training when
-# SLURM kills it; the second attempt (two minutes) or, on a busy machine, the third (three) finishes.
+# with `--time=1` gets its SIGTERM 60-90 s after it started (measured here: 77-81 s), the SIGKILL
+# KillWait (5 s in the test cluster) later. The training is sized by its CPU time, which load does not
+# shrink: TRAIN_CPU_S of one core, so that even on an idle machine the first attempt is still training
+# when SLURM kills it; the second attempt (two minutes) or, on a busy machine, a later one finishes.
 TRAIN_CPU_S = 95
 CALIBRATION_STEPS = 100
 
