@@ -27,7 +27,7 @@ rule train:
         "../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
-        mem_mb=config["train"]["mem_mb"],
+        mem_mb=train_mem_mb,
         runtime=config["train"]["runtime_min"],
         gpu=config["train"]["gpus"],
     # result-changing settings only, and only the config sections this model kind reads (e.g. pDDPM:

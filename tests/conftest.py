@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from slurm_cluster import cluster  # noqa: F401 (the one SLURM cluster of a session, for tests/test_slurm*.py)
 from workflow_utils import snakemake, write_config
 
 # ANTs registration is reproducible under its fixed seed only on one ITK thread (two threads sum in

@@ -7,7 +7,15 @@ stops exactly the daemons it started, by pid. It never touches a SLURM it did no
 ports are already taken it refuses (`SlurmNotInstallable`), and the caller skips with that reason.
 
 Job state is polled with the plugin's `squeue` status mode (no accounting database needed): that holds
-while MinJobAge >= 3 x slurm-init-seconds-before-status-checks, so MinJobAge is 300 s here.
+while MinJobAge >= 3 x slurm-init-seconds-before-status-checks. MinJobAge is an hour here, so that the
+tests can read every attempt of a job (state, time limit, memory request) with squeue to the end.
+
+The pytest fixture `cluster` (session scope, imported by tests/conftest.py) starts one cluster for all
+SLURM tests; `slurm_profile` writes the shipped profile with this node's overlay and `run_profile` runs
+snakemake with it, as a user would.
+
+No cgroups here (TaskPlugin=task/none): SLURM records a job's memory request (`sbatch --mem`, shown by
+`squeue %m`) but does not enforce it, so no job is ever killed for memory on this cluster.
 """
 
 from __future__ import annotations
@@ -22,6 +30,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_utils import REPO, SNAKEMAKE
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 BINARIES = ["slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "munged"]
@@ -106,8 +119,8 @@ SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
-# Finished jobs stay visible to squeue (the plugin's status mode) for 5 minutes.
-MinJobAge=300
+# Finished jobs stay visible to squeue (the plugin's status mode, the tests) for an hour.
+MinJobAge=3600
 ReturnToService=2
 MailProg=/bin/true
 InactiveLimit=0
@@ -142,10 +155,12 @@ class Cluster:
         return proc
 
     def jobs(self) -> list[dict[str, str]]:
-        """Every job the controller still knows (finished ones for MinJobAge): id, name, state, limit."""
-        out = self.run("squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%l|%k").stdout
-        keys = ("id", "name", "state", "time_limit", "comment")
-        return [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines() if line]
+        """Every job the controller still knows (finished ones for MinJobAge), oldest first: id, name (the
+        plugin's run ID), state, time limit, comment (`rule_<rule>_wildcards_...`), memory request."""
+        out = self.run("squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%l|%k|%m").stdout
+        keys = ("id", "name", "state", "time_limit", "comment", "memory")
+        jobs = [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines() if line]
+        return sorted(jobs, key=lambda j: int(j["id"]))
 
     def logs(self) -> str:
         return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-3000:]}"
@@ -247,3 +262,79 @@ def slurm_cluster(root: Path, start_timeout: float = 60.0) -> Iterator[Cluster]:
         with contextlib.suppress(OSError):
             if conf.read_text().startswith(MARKER):
                 conf.unlink()
+
+
+# ---------------------------------------------------------------------------------------------- pytest
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """One cluster for every SLURM test of the session, stopped at its end (also after failures)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            c = stack.enter_context(slurm_cluster(tmp_path_factory.mktemp("slurm")))
+        except SlurmNotInstallable as err:
+            # Only a machine that cannot install SLURM (or already runs one) skips; a daemon that
+            # fails to start after installing is a failure (SlurmUnavailable propagates).
+            print(f"SKIP SLURM tests: {err}")
+            pytest.skip(f"SLURM not available here: {err}")
+        yield c
+
+
+SHIPPED = REPO / "profiles" / "slurm" / "config.yaml"
+GPU_RULES = ("train", "infer")
+
+
+def slurm_profile(dst: Path, cluster: Cluster, shipped: Path = SHIPPED, gpu: int = 0, partition: bool = True,
+                  **overrides) -> Path:
+    """The shipped profile plus this node's overlay, written to `dst/config.yaml`: its partition, fast
+    status polling through squeue (no accounting database), GPU requests set to 0 (no GPU here), conda
+    off (the venv runs the jobs), `cores` within the node's CPUs. `overrides` replace top-level keys
+    (`set_resources={"train": {"runtime": ...}}` merges into that rule's entry)."""
+    prof = yaml.safe_load(shipped.read_text())
+    if partition:
+        prof["default-resources"]["slurm_partition"] = cluster.partition
+    for rule in GPU_RULES:
+        res = prof["set-resources"][rule]
+        res["gpu"] = gpu
+        if not gpu:
+            res.pop("cpus_per_gpu", None)
+    prof.pop("software-deployment-method", None)
+    prof.update({
+        "cores": min(int(prof["cores"]), os.cpu_count() or 1),  # a group job must fit this node
+        "slurm-init-seconds-before-status-checks": 2,
+        "slurm-status-command": "squeue",
+        "slurm-keep-successful-logs": True,
+        "latency-wait": 5,
+    })
+    for rule, res in overrides.pop("set_resources", {}).items():
+        prof["set-resources"].setdefault(rule, {}).update(res)
+    prof.update({k.replace("_", "-"): v for k, v in overrides.items()})
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
+    return dst
+
+
+def snakemake_cmd(workdir: Path, profile: Path, *args: str, snakefile: Path | None = None) -> list[str]:
+    """snakemake with `profile`, as users run it (docs/cluster.md); the workflow reads `workdir`/config.yaml."""
+    return [SNAKEMAKE, "-s", str(snakefile or REPO / "Snakefile"), "-d", str(workdir), "--profile", str(profile),
+            *args]
+
+
+def run_profile(workdir: Path, profile: Path, *args: str, snakefile: Path | None = None, env=None,
+                timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(snakemake_cmd(workdir, profile, *args, snakefile=snakefile), capture_output=True,
+                          text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def minutes(limit: str) -> int:
+    """squeue's %l ([D-]HH:MM:SS, MM:SS) -> minutes."""
+    days, _, hms = limit.rpartition("-")
+    parts = [int(p) for p in hms.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return int(days or 0) * 1440 + parts[0] * 60 + parts[1] + (parts[2] > 0)
+
+
+def megabytes(memory: str) -> int:
+    """squeue's %m (`2000M`, `4G`) -> MB."""
+    units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 ** 2}
+    return round(float(memory[:-1]) * units[memory[-1]]) if memory[-1] in units else int(memory)

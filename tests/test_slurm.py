@@ -1,17 +1,15 @@
 """The shipped SLURM profile on a real single-node SLURM (tests/slurm_cluster.py).
 
 The profile under test is profiles/slurm/config.yaml itself with a small overlay for this node
-(`slurm_profile`): its partition, fast status polling through squeue (no accounting database), GPU
-requests set to 0 and memory capped (no GPU, little memory here), conda off (the venv runs the jobs).
-Everything else (retries, runtime scaled by attempt, groups) is what users get.
+(`slurm_cluster.slurm_profile`): its partition, fast status polling through squeue (no accounting
+database), GPU requests set to 0 (no GPU here), conda off (the venv runs the jobs). Everything else
+(retries, runtime and memory scaled by attempt, groups) is what users get. The faults a cluster run meets
+(time limit, a bad subject, a killed snakemake, memory) are in tests/test_slurm_faults.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,68 +17,10 @@ import numpy as np
 import pytest
 import yaml
 
-from slurm_cluster import SlurmNotInstallable, slurm_cluster
-from workflow_utils import REPO, SNAKEMAKE, write_config
+from slurm_cluster import SHIPPED, minutes, run_profile, slurm_profile
+from workflow_utils import write_config
 
 pytestmark = pytest.mark.slurm
-
-SHIPPED = REPO / "profiles" / "slurm" / "config.yaml"
-GPU_RULES = ("train", "infer")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with contextlib.ExitStack() as stack:
-        try:
-            c = stack.enter_context(slurm_cluster(tmp_path_factory.mktemp("slurm")))
-        except SlurmNotInstallable as err:
-            # Only a machine that cannot install SLURM (or already runs one) skips; a daemon that
-            # fails to start after installing is a failure (SlurmUnavailable propagates).
-            print(f"SKIP SLURM tests: {err}")
-            pytest.skip(f"SLURM not available here: {err}")
-        yield c
-
-
-def slurm_profile(dst: Path, cluster, shipped: Path = SHIPPED, gpu: int = 0, partition: bool = True) -> Path:
-    """The shipped profile plus this node's overlay, written to `dst/config.yaml`."""
-    prof = yaml.safe_load(shipped.read_text())
-    if partition:
-        prof["default-resources"]["slurm_partition"] = cluster.partition
-    for rule in GPU_RULES:
-        res = prof["set-resources"][rule]
-        res["gpu"] = gpu
-        if not gpu:
-            res.pop("cpus_per_gpu", None)
-        res["mem_mb"] = min(int(res["mem_mb"]), 2000)
-    prof.pop("software-deployment-method", None)
-    prof.update({
-        "cores": min(int(prof["cores"]), os.cpu_count() or 1),  # a group job must fit this node
-        "slurm-init-seconds-before-status-checks": 2,
-        "slurm-status-command": "squeue",
-        "slurm-keep-successful-logs": True,
-        "latency-wait": 5,
-    })
-    dst.mkdir(parents=True, exist_ok=True)
-    (dst / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
-    return dst
-
-
-def run_profile(workdir: Path, profile: Path, *args: str, snakefile: Path | None = None, env=None,
-                timeout: int = 300) -> subprocess.CompletedProcess:
-    """snakemake with `profile` as the workflow profile, as users run it (README: Running on SLURM)."""
-    cmd = [SNAKEMAKE, "-s", str(snakefile or REPO / "Snakefile"), "-d", str(workdir),
-           "--profile", str(profile), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL)
-
-
-def minutes(limit: str) -> int:
-    """squeue's %l ([D-]HH:MM:SS, MM:SS) -> minutes."""
-    days, _, hms = limit.rpartition("-")
-    parts = [int(p) for p in hms.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    return int(days or 0) * 1440 + parts[0] * 60 + parts[1] + (parts[2] > 0)
 
 
 def expected_runtime(rule: str, attempt: int) -> int:

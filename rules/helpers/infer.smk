@@ -19,7 +19,8 @@ def infer_gpus(wildcards):
     return config["infer"]["gpus"] if model_kind(wildcards.model).trained else 0
 
 
-def infer_mem_mb(wildcards, input):
+def infer_mem_mb(wildcards, input, attempt):
     # per voxel: image + mask (memory-mapped), float32 reconstruction, float16 map and its float16 copies
-    # while saving; input.size_mb counts image, mask and seg (4 bytes per voxel) plus the model file
-    return 2000 + int(3 * input.size_mb)
+    # while saving; input.size_mb counts image, mask and seg (4 bytes per voxel) plus the model file.
+    # Times the attempt, so that a job killed for memory is resubmitted with more (docs/cluster.md)
+    return (2000 + int(3 * input.size_mb)) * attempt

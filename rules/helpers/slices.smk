@@ -53,15 +53,17 @@ def _grid_voxels():
     return grid
 
 
-def slices_mem_mb(wildcards):
+def slices_mem_mb(wildcards, attempt):
     # the split arrays (float16 image + uint8 mask and seg per voxel) for every subject of the data set
-    # (a superset of the split), plus one subject file
-    return 1000 + int(subject_count(wildcards.ds) * _grid_voxels() * 4 * 1.2 / 2**20)
+    # (a superset of the split), plus one subject file; times the attempt, so that a job killed for
+    # memory is resubmitted with more (docs/cluster.md, "Troubleshooting")
+    return (1000 + int(subject_count(wildcards.ds) * _grid_voxels() * 4 * 1.2 / 2**20)) * attempt
 
 
-def subject_slice_mem_mb(wildcards):
-    # one subject at preprocessing resolution: the field of view at 1 mm in float32, a few copies
-    return 1000 + int(_grid_voxels() * config["slices"]["target_spacing_mm"] ** 3 * 4 * 8 / 2**20)
+def subject_slice_mem_mb(wildcards, attempt):
+    # one subject at preprocessing resolution: the field of view at 1 mm in float32, a few copies;
+    # times the attempt, as slices_mem_mb
+    return (1000 + int(_grid_voxels() * config["slices"]["target_spacing_mm"] ** 3 * 4 * 8 / 2**20)) * attempt
 
 
 def slice_splits(ds):

@@ -24,3 +24,9 @@ def train_params(wildcards):
     """The config sections this kind reads and the result-changing `train` keys (pddpm.models.train_params):
     changing another kind's section does not retrain this one."""
     return kind_train_params(wildcards.model, config)
+
+
+def train_mem_mb(wildcards, attempt):
+    # train.mem_mb, times the attempt: a job killed for memory is resubmitted with twice, three times as
+    # much (docs/cluster.md, "Troubleshooting")
+    return config["train"]["mem_mb"] * attempt
