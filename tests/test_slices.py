@@ -340,7 +340,9 @@ def test_splits_and_slices_rules(tmp_path):
     (tmp_path / "Snakefile").write_text(
         "from snakemake.utils import validate\n"
         f"validate(config, '{REPO}/schemas/config.schema.yaml')\n"
-        f"include: '{REPO}/rules/common.smk'\ninclude: '{REPO}/rules/slices.smk'\n"
+        # The slicing rules pick a data set's split source with rules/helpers/data.smk's functions.
+        f"include: '{REPO}/rules/common.smk'\ninclude: '{REPO}/rules/helpers/data.smk'\n"
+        f"include: '{REPO}/rules/slices.smk'\n"
         "rule all:\n    input: TARGETS\n")
     from pddpm.demo import subject_ids
     for ds, c in config["datasets"].items():
