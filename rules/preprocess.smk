@@ -45,7 +45,9 @@ rule skullstrip:
         bench("skullstrip", "{ds}", "{sub}")
     conda:
         skullstrip_env
-    threads: 2
+    # one thread: the job's start-up and file I/O are serial, so subjects side by side (one per core)
+    # finish sooner than one subject on two cores
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=30,
@@ -53,6 +55,7 @@ rule skullstrip:
         backend=lambda wc: skullstrip_backend(wc.ds),
         hdbet_mode=PPCFG["skullstrip"]["hdbet_mode"],
         tta=PPCFG["skullstrip"]["tta"],
+        deepbet_size=PPCFG["skullstrip"]["deepbet_size"],
         # the device does not change the result: read from the config by the script, so that changing
         # it reruns nothing
     script:
@@ -83,6 +86,7 @@ rule register:
         runtime=30,
     params:
         transform=PPCFG["register"]["transform"],
+        optimiser={k: v for k, v in PPCFG["register"].items() if k != "transform"},
         spacing_mm=PPCFG["spacing_mm"],
         seed=config["seed"],
     script:
@@ -127,7 +131,7 @@ rule n4:
         bench("n4", "{ds}", "{sub}")
     conda:
         "../envs/preprocess.yaml"
-    threads: 2
+    threads: 1  # as skullstrip: one subject per core
     resources:
         mem_mb=3000,
         runtime=20,

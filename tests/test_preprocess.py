@@ -352,3 +352,28 @@ def test_unknown_transform_is_an_error(chain, atlas, tmp_path):
     with pytest.raises(ValueError, match="preprocess.register.transform"):
         register.register_subject(f["ss_t2"], f["ss_mask"], f["res_seg"], atlas["image"], atlas["mask"],
                                   SPACING, "BSpline", {})
+
+
+def test_registration_levels_must_match(chain, atlas, tmp_path):
+    from pddpm.errors import PddpmConfigError
+
+    f = chain["f"]
+    with pytest.raises(PddpmConfigError, match="same length"):
+        register.register_subject(f["ss_t2"], f["ss_mask"], f["res_seg"], atlas["image"], atlas["mask"],
+                                  SPACING, "Affine", {}, optimiser={"iterations": [100, 10]})
+
+
+def test_deepbet_reads_the_configured_cube(tmp_path):
+    """preprocess.skullstrip.deepbet_size reaches deepbet's network: the demo's 192 and deepbet's own 256
+    give different masks, both close to the truth (docs/preprocessing.md has the demo's figures)."""
+    from pddpm.preprocess.skullstrip import brain_mask
+
+    p = make_subject(tmp_path / "raw")
+    stages.resample_files(p["t2"], p["seg"], SPACING, tmp_path / "t2.nii.gz", tmp_path / "seg.nii.gz")
+    img = nib.load(tmp_path / "t2.nii.gz")
+    truth = resample.resample_to(nib.load(p["truth_mask"]), img.shape, img.affine, order=0) > 0
+    masks = {size: brain_mask(tmp_path / "t2.nii.gz", img, "deepbet", deepbet_size=size)[0] for size in (256, 192)}
+    for size, mask in masks.items():
+        dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+        assert dice >= 0.85, (size, dice)
+    assert (masks[256] != masks[192]).any()

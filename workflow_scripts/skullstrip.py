@@ -15,6 +15,6 @@ with logged(snakemake.log[0]) as log:
         # resolved as for training and inference (pddpm.device), so `device` means the same in every rule
         device = resolve_device(snakemake.config["device"]).type
     info = skullstrip_files(snakemake.input.t2, p.backend, snakemake.output.t2, snakemake.output.mask,
-                            device=device, hdbet_mode=p.hdbet_mode, tta=p.tta,
+                            device=device, hdbet_mode=p.hdbet_mode, tta=p.tta, deepbet_size=p.deepbet_size,
                             weights_dir=snakemake.input.get("weights"))
     log.info("%s: backend %s, %s", snakemake.input.t2, p.backend, info)

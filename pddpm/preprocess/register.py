@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from pddpm.errors import PddpmConfigError
 from pddpm.io import atomic_path
 from pddpm.preprocess.checks import check_mask
 
@@ -37,14 +38,31 @@ def atlas_reference(atlas_image: str | os.PathLike, atlas_mask: str | os.PathLik
     return brain, (mask > 0).astype("float32")
 
 
+def optimiser_options(settings: dict) -> dict:
+    """antspyx keyword arguments of the affine optimiser from `preprocess.register` (schema defaults:
+    antspyx's own, which the original code used)."""
+    levels = {k: len(settings[k]) for k in ("iterations", "shrink_factors", "smoothing_sigmas")}
+    if len(set(levels.values())) != 1:
+        raise PddpmConfigError(f"preprocess.register: iterations, shrink_factors and smoothing_sigmas need one "
+                               f"entry per level each, got {levels}; give the three lists the same length")
+    return {"aff_iterations": tuple(settings["iterations"]), "aff_shrink_factors": tuple(settings["shrink_factors"]),
+            "aff_smoothing_sigmas": tuple(settings["smoothing_sigmas"]),
+            "aff_random_sampling_rate": float(settings["sampling_rate"])}
+
+
 def register_subject(t2_path, mask_path, seg_path, atlas_image, atlas_mask, spacing_mm: float,
-                     transform: str, out: dict, seed: int = 3141) -> dict:
+                     transform: str, out: dict, seed: int = 3141, optimiser: dict | None = None) -> dict:
     """Register one subject; write out['t2'], ['mask'], ['seg'], ['affine'] (and ['warp'] for SyN).
+    `optimiser`: `preprocess.register` settings (iterations, shrink_factors, smoothing_sigmas,
+    sampling_rate; missing ones take the schema's defaults).
 
     Returns {'seconds', 'mask_dice_atlas'}: the Dice of the registered brain mask with the atlas mask.
     """
     if transform not in TRANSFORMS:
         raise ValueError(f"preprocess.register.transform: {transform!r} not one of {TRANSFORMS}")
+    from pddpm.config import with_defaults
+
+    options = optimiser_options(with_defaults(optimiser or {}, "preprocess", "register"))
     ants = _ants()
     t0 = time.perf_counter()
     fixed, fixed_mask = atlas_reference(atlas_image, atlas_mask, spacing_mm)
@@ -54,7 +72,7 @@ def register_subject(t2_path, mask_path, seg_path, atlas_image, atlas_mask, spac
     check_mask(moving_mask.numpy(), str(mask_path))
     moving = moving_t2 * (moving_mask > 0)
     reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=transform,
-                            random_seed=seed, verbose=False)
+                            random_seed=seed, verbose=False, **options)
     fwd = reg["fwdtransforms"]
     t2 = ants.apply_transforms(fixed, moving, fwd, interpolator="bSpline")
     # the spline overshoots: clip back into the input's range

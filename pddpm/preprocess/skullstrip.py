@@ -81,8 +81,9 @@ def mask_hdbet_v1(img: nib.Nifti1Image, *, device: str = "cpu", mode: str = "fas
     return _back_from_canonical(mask, img, ras)
 
 
-def mask_deepbet(img: nib.Nifti1Image, *, device: str = "cpu", threshold: float = 0.5) -> np.ndarray:
-    """deepbet (Fisch et al. 2024), weights in the pip wheel; run on a 1 mm grid, mask on `img`'s grid."""
+def mask_deepbet(img: nib.Nifti1Image, *, device: str = "cpu", threshold: float = 0.5, size: int = 256) -> np.ndarray:
+    """deepbet (Fisch et al. 2024), weights in the pip wheel; run on a 1 mm grid, mask on `img`'s grid.
+    `size`: side of the cube its brain network reads (deepbet's own 256)."""
     try:
         from deepbet import BrainExtraction
     except ImportError as exc:
@@ -91,7 +92,7 @@ def mask_deepbet(img: nib.Nifti1Image, *, device: str = "cpu", threshold: float 
     img1 = nib.as_closest_canonical(_at_1mm(img))
     bet = BrainExtraction(no_gpu=device == "cpu")
     data = np.asarray(img1.dataobj, dtype=np.float32)
-    prob = bet.run_model(data.copy())
+    prob = bet.run_model(data.copy(), shape=(size,) * 3)
     mask = bet.postprocess(prob > threshold)
     return _to_grid(nib.Nifti1Image(mask.astype(np.uint8), img1.affine), img)
 
@@ -191,7 +192,7 @@ def mask_hdbet_v2(path: str | os.PathLike, *, weights_dir=None, device: str = "c
 
 
 def brain_mask(path: str | os.PathLike, img: nib.Nifti1Image, backend: str, *, device: str = "cpu",
-               hdbet_mode: str = "fast", tta: bool = False, weights_dir=None,
+               hdbet_mode: str = "fast", tta: bool = False, weights_dir=None, deepbet_size: int = 256,
                native: nib.Nifti1Image | None = None, native_path=None) -> tuple[np.ndarray, float]:
     """Brain mask of `img` (read from `path`) with `backend`; returns (mask, seconds). Checked: not empty,
     not the whole volume; the largest connected component, holes filled.
@@ -209,7 +210,7 @@ def brain_mask(path: str | os.PathLike, img: nib.Nifti1Image, backend: str, *, d
     elif backend == "hdbet_v1":
         mask = to_img(mask_hdbet_v1(src, device=device, mode=hdbet_mode, tta=tta))
     elif backend == "deepbet":
-        mask = to_img(mask_deepbet(src, device=device))
+        mask = to_img(mask_deepbet(src, device=device, size=deepbet_size))
     elif backend == "hdbet":
         mask = to_img(mask_hdbet_v2(src_path, weights_dir=weights_dir, device=device, tta=tta))
     else:
