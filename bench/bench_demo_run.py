@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
