@@ -8,7 +8,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_utils import REPO, TINY_CONFIG, planned_jobs, snakemake, write_config
+from pddpm.config_checks import check_config
+from pddpm.models import KINDS
+from pddpm.report.table import order_models
+from workflow_utils import REPO, TINY_CONFIG, merge_configs, planned_jobs, snakemake, write_config
+
+DEMO_ALL_MODELS = REPO / "configs" / "demo_all_models.yaml"
 
 PER_SUBJECT_RULES = ["demo_cohort", "resample", "skullstrip", "register", "crop", "n4", "qc_subject"]
 
@@ -49,6 +54,18 @@ def test_dry_run_plans_the_expected_jobs(tmp_path, config_path):
         assert counts.get(rule) == n, f"{rule}: planned {counts.get(rule)}, expected {n}"
     for figure_rule in ("qualitative", "pr_curves", "dice_distribution", "training_curves"):
         assert counts.get(figure_rule, 0) >= 1
+
+
+def test_demo_all_models_overlay_is_valid_fits_its_slices_and_plans_all_eight_models(tmp_path):
+    """configs/demo_all_models.yaml over config.yaml: every kind, in the paper's row order; the schema and
+    every kind's pre-job check pass (check_config raises otherwise); the real two-file command plans
+    each model's jobs."""
+    config = merge_configs(REPO / "config.yaml", DEMO_ALL_MODELS)
+    assert config["models"] == order_models(KINDS) and len(config["models"]) == 8
+    check_config(config)
+    counts = planned_jobs(tmp_path, "--configfile", str(REPO / "config.yaml"), str(DEMO_ALL_MODELS))
+    for rule, n in expected_counts(config).items():
+        assert counts.get(rule) == n, f"{rule}: planned {counts.get(rule)}, expected {n}"
 
 
 def test_lint_is_clean(tmp_path):
