@@ -69,7 +69,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("fanogan", "pddpm.models.fanogan:FAnoGAN", sections=("fanogan",),
          loss_terms={"loss": "GAN phase: WGAN-GP critic loss; encoder phase: izi_f (image + kappa x feature MSE)",
                      "wdist": "Wasserstein estimate D(x) - D(G(z))",
-                     "gp": "gradient penalty (||grad D|| - 1)^2",
+                     "gp": "gradient penalty of the critic",
                      "generator": "generator loss -D(G(z))",
                      "image": "image MSE of G(E(x))",
                      "feature": "critic-feature MSE of G(E(x))"}),
