@@ -110,8 +110,22 @@ class SliceData:
             image = image.contiguous(memory_format=torch.channels_last)
         return Batch(image, mask)
 
-    def validation_items(self, length: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Every slice of every volume (length 1), or windows of `length` slices covering each volume."""
+    def check_length(self, length: int, name: str, setting: str | None = None) -> None:
+        """Samples of `length` consecutive slices must fit this split's volumes; `setting` is the config key
+        that sets the length (a kind's `sample_length_key`), named in the error with the allowed values."""
+        if self.n_slices >= length:
+            return
+        fix = (f"set {setting} to {self.n_slices} or less" if setting else
+               f"give this model kind volumes of {length} slices or more")
+        raise PddpmInputError(f"{name}: volumes have {self.n_slices} slices, fewer than the {length} consecutive "
+                              f"slices of one sample of this model kind ({setting or 'its sample length'}); "
+                              f"{fix}, or a slice grid with more axial slices (slices.fov_mm[2] / "
+                              f"slices.target_spacing_mm)")
+
+    def validation_items(self, length: int = 1, setting: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Every slice of every volume (length 1), or windows of `length` slices covering each volume.
+        Volumes shorter than `length` are a PddpmInputError naming `setting` (`check_length`)."""
+        self.check_length(length, "validation split", setting)
         z = self.n_slices
         starts = list(range(0, z - length + 1, length))
         if starts[-1] != z - length:
@@ -138,7 +152,7 @@ class Sampler:
     def __init__(self, seed: int, n_volumes: int, n_slices: int, length: int, per_volume: int, batch_size: int):
         self.seed, self.n_volumes, self.per_volume, self.batch_size = seed, n_volumes, per_volume, batch_size
         self.n_starts = n_slices - length + 1
-        if self.n_starts < 1:
+        if self.n_starts < 1:  # train() checks first (SliceData.check_length), naming the kind's setting
             raise PddpmInputError(f"training volumes have {n_slices} slices, fewer than the {length} consecutive "
                                   f"slices of one training sample of this model kind")
         self.steps_per_epoch = n_volumes * per_volume // batch_size
@@ -176,7 +190,7 @@ def validation_loss(model: ModelKind, data: SliceData, seed: int, batch_size: in
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed + VAL_SEED_OFFSET)
-    volumes, first = data.validation_items(model.sample_length)
+    volumes, first = data.validation_items(model.sample_length, model.sample_length_key)
     sums: dict[str, float] = {}
     count = 0
     for start in range(0, len(volumes), batch_size):
@@ -406,6 +420,9 @@ def train(train_split, val_split, settings: dict, train_cfg: dict, *, seed: int,
     settings = model.settings
     data = SliceData.from_split(train_split, "training split", settings["image_size"], dev, channels_last)
     val_data = SliceData.from_split(val_split, "validation split", settings["image_size"], dev, channels_last)
+    # before any step: a validation split too short for the kind's samples would fail only at the first validation
+    for split_data, name in ((data, "training split"), (val_data, "validation split")):
+        split_data.check_length(model.sample_length, name, model.sample_length_key)
     sampler = Sampler(seed, data.n_volumes, data.n_slices, model.sample_length, cfg["slices_per_volume"],
                       cfg["batch_size"])
     total_steps = cfg["epochs"] * sampler.steps_per_epoch

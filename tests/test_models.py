@@ -64,6 +64,33 @@ def test_each_kind_carries_only_its_own_sections_into_the_rule_params():
     assert "threads" not in train_params("pddpm", cfg)["train"] and "compile" not in train_params("pddpm", cfg)["train"]
 
 
+# every trained kind at a 16 x 16 toy size (each passes its pre-job check there)
+TOY_SECTIONS = {
+    "unet": {"base_width": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_heads": 1,
+             "attention_head_channels": 8, "groups": 4},
+    "patch": {"size": 8, "stride": 8},
+    "ae": {"widths": [4, 8], "bottleneck_channels": 2, "latent_dim": 8},
+    "vae": {"widths": [4, 8], "bottleneck_channels": 2, "latent_dim": 8},
+    "svae": {"widths": [4, 8], "bottleneck_channels": 2, "latent_dim": 8, "heads": 2, "feedforward": 16,
+             "sequence_length": 3, "layers": 1},
+    "dae": {"base_width": 4, "depth": 2, "noise_cell_px": 4},
+    "fanogan": {"widths": [4, 8], "latent_dim": 8, "n_critic": 2},
+}
+
+
+@pytest.mark.parametrize("name", [n for n, k in KINDS.items() if k.trained])
+def test_the_registry_describes_exactly_the_loss_terms_a_kind_logs(name):
+    """The training-curve axes are labelled from Kind.loss_terms: it must name every term the kind's
+    training and validation log (both f-AnoGAN phases included), and no term it does not log."""
+    k = KINDS[name]
+    settings = {"kind": name, "image_size": [H, W], **{s: TOY_SECTIONS.get(s, {}) for s in k.sections}}
+    res = train(_split(3), _split(1, seed=1), settings, {**CFG, "ema_decay": None}, seed=0, device="cpu",
+                progress=False)
+    logged = {"loss"} | {c.split("_", 1)[1] for c in pd.DataFrame(res.log).columns if c.startswith(("train_", "val_"))}
+    assert logged == set(k.loss_terms)
+    assert all(k.loss_terms[t] != t for t in logged)  # a description, not the column name again
+
+
 def test_thresh_reconstructs_black():
     images = np.random.default_rng(0).random((2, 3, H, W)).astype(np.float16)
     model = build("thresh", {"image_size": [H, W]})

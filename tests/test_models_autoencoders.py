@@ -156,6 +156,24 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(kind, brains, 
         assert torch.equal(v, resumed.state_dict[k]), k
 
 
+def test_volumes_shorter_than_the_svae_window_are_named_before_any_step(brains, tmp_path):
+    """sequence_length 4 on 3-slice volumes: the error names the setting and its allowed values, before a
+    training step runs (the validation split once failed with an IndexError at the first validation)."""
+    tr, va = brains
+    s = settings("svae")
+    expect = r"volumes have 3 slices, fewer than the 4 .*svae\.sequence_length.*set svae\.sequence_length to 3 or less"
+    with pytest.raises(PddpmInputError, match="validation split: " + expect):
+        train(tr, va[:, :3], s, FAST, seed=0, device="cpu", progress=False, checkpoint_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # stopped before a step, so before a checkpoint
+    with pytest.raises(PddpmInputError, match="training split: " + expect):
+        train(tr[:, :3], va, s, FAST, seed=0, device="cpu", progress=False)
+    with pytest.raises(PddpmInputError, match="validation split: " + expect):
+        SliceData.from_split(va[:, :3]).validation_items(4, "svae.sequence_length")
+    # windows that just fit: one per volume
+    volumes, first = SliceData.from_split(va[:, :4]).validation_items(4, "svae.sequence_length")
+    assert volumes.tolist() == [0, 1] and first.tolist() == [0, 0]
+
+
 # ------------------------------------------------------------------------------------------ inference
 @pytest.mark.parametrize("kind", KINDS)
 def test_reconstruction_has_the_input_shape_and_is_deterministic_from_the_seed(kind, brains):

@@ -19,7 +19,9 @@ from pddpm.errors import PddpmInputError
 from pddpm.report import figures, table
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+# the tiny config's data sets with three models (the tiny workflow run trains all eight; the tests here
+# make their own files, and those with more models say so)
+TINY = {**yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text()), "models": ["pddpm", "ddpm", "thresh"]}
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -435,6 +437,34 @@ def test_training_curves_show_each_models_own_loss_terms(tmp_path):
     assert abs(w2 - w) < 0.05 * w and h2 > 1.8 * h  # 7 panels: a second row
 
 
+def test_training_curve_axes_name_each_kinds_own_loss(tmp_path, monkeypatch):
+    """The y axis says what the plotted term is for that kind (pddpm.models.KINDS loss_terms), not one
+    loss for all: L1 for the AE, MSE for the DAE, the f-AnoGAN phases' terms by their meaning."""
+    steps = np.arange(1, 21)
+    base = {"step": steps, "train_loss": 1 / steps, "val_loss": np.where(steps % 5 == 0, 1 / steps, np.nan),
+            "images_per_s": np.nan}
+    gan = pd.DataFrame({**base, "train_wdist": np.where(steps < 10, 1.0, np.nan),
+                        "train_image": np.where(steps >= 10, 0.1, np.nan)})
+    logs = {("ae", 0): pd.DataFrame(base), ("dae", 0): pd.DataFrame(base), ("fanogan", 0): gan,
+            ("newkind", 0): pd.DataFrame(base)}
+    labels = {}
+    save = figures.save_figure
+
+    def capture(fig, path):
+        for ax in fig.axes:
+            if ax.get_title():  # a panel (unused grid cells have none)
+                labels.setdefault(ax.get_title().split(":")[0], []).append(ax.get_ylabel().replace("\n", " "))
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "save_figure", capture)
+    assert_png(figures.training_curves_figure(logs, tmp_path / "t.png"), min_px=250)
+    assert labels["AE"] == ["L1 reconstruction error"]
+    assert labels["DAE"] == ["MSE inside the brain mask"]
+    assert labels["f-AnoGAN"][0].startswith("GAN phase: WGAN-GP critic loss; encoder phase: izi_f")
+    assert labels["f-AnoGAN"][1:] == ["Wasserstein estimate D(x) - D(G(z))", "image MSE of G(E(x))"]
+    assert labels["newkind"] == ["loss"]  # a kind the registry does not describe: the term's name
+
+
 def test_qualitative_rejects_maps_on_another_grid(tmp_path):
     synthetic_run(tmp_path, TINY)
     res = tmp_path / "results"
@@ -470,7 +500,7 @@ def test_report_rules_run_and_build_the_html_report(tmp_path):
     one figure reruns only that figure."""
     from workflow_utils import planned_jobs, snakemake, write_config
 
-    write_config(tmp_path)
+    write_config(tmp_path, {"models": TINY["models"]})
     synthetic_run(tmp_path, TINY)
     res = tmp_path / "results"
     targets = ["results/tables/table1.html", "results/tables/table1.tex", "results/tables/table1_summary.txt",
@@ -499,8 +529,8 @@ def test_report_rules_run_and_build_the_html_report(tmp_path):
         assert f"<li>{html.escape(line, quote=False)}</li>" in front, line
 
     assert planned_jobs(tmp_path, *allowed, *targets) == {}
-    write_config(tmp_path, {"evaluate": {"qualitative_volumes": 2}})
+    write_config(tmp_path, {"models": TINY["models"], "evaluate": {"qualitative_volumes": 2}})
     assert planned_jobs(tmp_path, *allowed, *targets) == {"qualitative": 2}
     # the run name is printed in the table and the figure titles, not in the Dice or loss plots
-    write_config(tmp_path, {"run_name": "renamed"})
+    write_config(tmp_path, {"models": TINY["models"], "run_name": "renamed"})
     assert planned_jobs(tmp_path, *allowed, *targets) == {"table": 1, "qualitative": 2, "pr_curves": 2}

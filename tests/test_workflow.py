@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from workflow_utils import REPO, TINY_CONFIG, planned_jobs, snakemake, write_config
+from pddpm import artefacts
+from pddpm.config_checks import check_config
+from pddpm.models import KINDS
+from pddpm.report.table import order_models
+from workflow_utils import REPO, TINY_CONFIG, merge_configs, planned_jobs, snakemake, write_config
+
+DEMO_ALL_MODELS = REPO / "configs" / "demo_all_models.yaml"
 
 PER_SUBJECT_RULES = ["demo_cohort", "resample", "skullstrip", "register", "crop", "n4", "qc_subject"]
 
@@ -51,6 +58,18 @@ def test_dry_run_plans_the_expected_jobs(tmp_path, config_path):
         assert counts.get(figure_rule, 0) >= 1
 
 
+def test_demo_all_models_overlay_is_valid_fits_its_slices_and_plans_all_eight_models(tmp_path):
+    """configs/demo_all_models.yaml over config.yaml: every kind, in the paper's row order; the schema and
+    every kind's pre-job check pass (check_config raises otherwise); the real two-file command plans
+    each model's jobs."""
+    config = merge_configs(REPO / "config.yaml", DEMO_ALL_MODELS)
+    assert config["models"] == order_models(KINDS) and len(config["models"]) == 8
+    check_config(config)
+    counts = planned_jobs(tmp_path, "--configfile", str(REPO / "config.yaml"), str(DEMO_ALL_MODELS))
+    for rule, n in expected_counts(config).items():
+        assert counts.get(rule) == n, f"{rule}: planned {counts.get(rule)}, expected {n}"
+
+
 def test_lint_is_clean(tmp_path):
     write_config(tmp_path)
     proc = snakemake(tmp_path, "--lint", check=False)
@@ -64,7 +83,7 @@ def test_tiny_run_end_to_end(tiny_run):
     """The whole chain ran for real: every stage's outputs exist and are consistent with each other."""
     res = tiny_run / "results"
     config = yaml.safe_load((tiny_run / "config.yaml").read_text())
-    table = pd.read_csv(res / "tables" / "table1.csv")
+    table = pd.read_csv(tiny_run / artefacts.path(artefacts.TABLE1, ext="csv"))
     assert not table.empty
     for ext in ("md", "tex"):
         assert (res / "tables" / f"table1.{ext}").stat().st_size > 100
@@ -82,6 +101,35 @@ def test_tiny_run_end_to_end(tiny_run):
     assert pngs and all(p.stat().st_size > 1000 for p in pngs)
     # every rule wrote its log
     assert len(list((res / "logs").rglob("*.log"))) >= sum(expected_counts(config).values()) - 1
+
+
+PAPER_ROWS = ["thresh", "ae", "vae", "svae", "dae", "fanogan", "ddpm", "pddpm"]  # Table 1, top to bottom
+
+
+@pytest.mark.workflow
+def test_tiny_run_table1_has_all_eight_models_in_the_papers_order(tiny_run):
+    """Every kind trained (or, for Thresh, evaluated) end to end: Table 1 of the run has its eight rows,
+    in the paper's order, each followed by the paper's row, with finite numbers of this run."""
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert sorted(config["models"]) == sorted(PAPER_ROWS)
+    table = pd.read_csv(tiny_run / artefacts.path(artefacts.TABLE1, ext="csv"))
+    assert list(zip(table["model"], table["source"], strict=True)) == [
+        (m, s) for m in PAPER_ROWS for s in ("this run", "paper")]
+    ours = table[table["source"] == "this run"].set_index("model")
+    means = [c for c in table.columns if c.endswith("_mean")]
+    assert {m for c in means for m in ("dice", "auprc", "recon_error") if f"_{m}_" in c} == {
+        "dice", "auprc", "recon_error"}
+    for model, row in ours[means].iterrows():
+        for col, value in row.items():
+            if model == "thresh" and "recon_error" in col:
+                assert np.isnan(value)  # Thresh reconstructs nothing: n/a
+            else:
+                assert np.isfinite(value), (model, col)
+                assert 0 <= value <= (100 if col.endswith(("dice_mean", "auprc_mean")) else 1), (model, col, value)
+    # every trained kind wrote a training log with its own terms, drawn in the training-curve figure
+    for model in PAPER_ROWS:
+        log = tiny_run / artefacts.path(artefacts.TRAIN_LOG, model=model, fold=0)
+        assert log.exists() == (model != "thresh"), model
 
 
 @pytest.mark.workflow

@@ -25,6 +25,15 @@ def write_config(workdir: Path, overrides: dict | None = None, base: Path = TINY
     return path
 
 
+def merge_configs(*paths: Path) -> dict:
+    """The config that `--configfile a.yaml b.yaml` gives: later files merged into earlier ones (nested
+    mappings merged, everything else replaced, as snakemake does)."""
+    config: dict = {}
+    for path in paths:
+        _merge(config, yaml.safe_load(Path(path).read_text()))
+    return config
+
+
 def _merge(base: dict, over: dict) -> None:
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

@@ -44,19 +44,35 @@ class Kind:
     trained: bool = True  # False: no network, no train job (thresh)
     # extra files the train rule hands the kind: input name -> kind whose model.pt of the same fold it reads
     extra_inputs: dict[str, str] = field(default_factory=dict)
+    # what each loss term the kind's `loss`/`training_step` returns is ("loss": the total), for the
+    # training-curve axes; tests/test_models.py checks these are exactly the terms the kind logs
+    loss_terms: dict[str, str] = field(default_factory=dict)
+
+
+_VAE_TERMS = {"loss": "L1 + beta x KL", "l1": "L1 reconstruction error", "kl": "KL to N(0, I), per slice"}
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("pddpm", "pddpm.models.pddpm:PDDPM", sections=("unet", "diffusion", "patch"),
-         infer_keys=("test_timestep", "ensemble_timesteps", "stride")),
+         infer_keys=("test_timestep", "ensemble_timesteps", "stride"),
+         loss_terms={"loss": "L1 of the denoised patch (mean over the slice)"}),
     Kind("ddpm", "pddpm.models.ddpm:DDPM", sections=("unet", "diffusion"),
-         infer_keys=("test_timestep", "ensemble_timesteps")),
+         infer_keys=("test_timestep", "ensemble_timesteps"),
+         loss_terms={"loss": "L1 of the denoised slice"}),
     Kind("thresh", "pddpm.models.thresh:Thresh", trained=False),
-    Kind("ae", "pddpm.models.autoencoders:AE", sections=("ae",)),
-    Kind("vae", "pddpm.models.autoencoders:VAE", sections=("vae",)),
-    Kind("svae", "pddpm.models.svae:SVAE", sections=("svae",)),
-    Kind("dae", "pddpm.models.dae:DAE", sections=("dae",)),
-    Kind("fanogan", "pddpm.models.fanogan:FAnoGAN", sections=("fanogan",)),
+    Kind("ae", "pddpm.models.autoencoders:AE", sections=("ae",),
+         loss_terms={"loss": "L1 reconstruction error"}),
+    Kind("vae", "pddpm.models.autoencoders:VAE", sections=("vae",), loss_terms=_VAE_TERMS),
+    Kind("svae", "pddpm.models.svae:SVAE", sections=("svae",), loss_terms=_VAE_TERMS),
+    Kind("dae", "pddpm.models.dae:DAE", sections=("dae",),
+         loss_terms={"loss": "MSE inside the brain mask"}),
+    Kind("fanogan", "pddpm.models.fanogan:FAnoGAN", sections=("fanogan",),
+         loss_terms={"loss": "GAN phase: WGAN-GP critic loss; encoder phase: izi_f (image + kappa x feature MSE)",
+                     "wdist": "Wasserstein estimate D(x) - D(G(z))",
+                     "gp": "gradient penalty of the critic",
+                     "generator": "generator loss -D(G(z))",
+                     "image": "image MSE of G(E(x))",
+                     "feature": "critic-feature MSE of G(E(x))"}),
 )}
 
 # `train` keys that change only speed or job size, never the weights: not rule params, and a checkpoint
@@ -72,6 +88,13 @@ def kind(name: str) -> Kind:
     except KeyError:
         raise PddpmConfigError(f"unknown model kind {name!r}; known kinds: {', '.join(KINDS)} (config key "
                                f"`models`; a new kind is registered in pddpm/models/__init__.py)") from None
+
+
+def loss_label(name: str, term: str) -> str:
+    """What loss term `term` of kind `name` is (`Kind.loss_terms`); the term's own name where the registry
+    does not describe it (e.g. a kind not registered here)."""
+    known = KINDS.get(name)
+    return known.loss_terms.get(term, term) if known else term
 
 
 def kind_class(name: str):

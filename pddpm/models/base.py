@@ -39,6 +39,8 @@ class ModelKind(nn.Module):
 
     #: consecutive slices of one volume per training sample (a sequence model sets > 1)
     sample_length: ClassVar[int] = 1
+    #: the config key that sets `sample_length` (named when a volume has fewer slices); None: fixed at 1
+    sample_length_key: ClassVar[str | None] = None
     #: what one call of `reconstruct` sees: "slice" (any slices, batched across volumes) or "volume"
     infer_unit: ClassVar[str] = "slice"
 

@@ -46,6 +46,7 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
 
 class SVAE(ModelKind):
     infer_unit = "volume"
+    sample_length_key = "svae.sequence_length"
 
     def __init__(self, settings: dict):
         super().__init__(settings)

@@ -6,6 +6,7 @@ Pure functions from arrays / frames to a PNG file (matplotlib's Agg backend, no 
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pddpm.artefacts import load_inference, load_split, read_threshold  # noqa: 
 from pddpm.errors import PddpmInputError  # noqa: E402
 from pddpm.evaluate.postprocess import remove_small_components  # noqa: E402
 from pddpm.io import atomic_path  # noqa: E402
+from pddpm.models import loss_label  # noqa: E402 (the registry, torch-free)
 from pddpm.report.table import model_label, order_models  # noqa: E402
 
 DPI = 110
@@ -347,6 +349,12 @@ def loss_terms(log: pd.DataFrame) -> list[str]:
     return terms
 
 
+def axis_label(model: str, term: str, width: int = 34) -> str:
+    """The y label of a training-curve panel: what the kind's loss term is (pddpm.models.loss_label),
+    wrapped to the panel's height."""
+    return "\n".join(textwrap.wrap(loss_label(model, term), width))
+
+
 def training_curves_figure(logs: Mapping[tuple[str, int], pd.DataFrame], path: str | os.PathLike,
                            columns: int = 4) -> Path:
     """One panel per model and loss term (each model's own terms: `loss_terms`), `columns` panels a row,
@@ -390,7 +398,7 @@ def training_curves_figure(logs: Mapping[tuple[str, int], pd.DataFrame], path: s
         what = "total loss (model kept at the val minimum)" if term == "loss" else term
         ax.set_title(f"{model_label(m)}: {what}", fontsize=8)
         ax.set_xlabel("step", fontsize=7)
-        ax.set_ylabel(term, fontsize=7)
+        ax.set_ylabel(axis_label(m, term), fontsize=7)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are whole numbers
         ax.grid(alpha=0.3)
