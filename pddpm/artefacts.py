@@ -70,6 +70,9 @@ DEMO_ANATOMY = "resources/demo/anatomy.npz"
 DOWNLOAD_DIR = "data/downloads"
 DOWNLOAD = f"{DOWNLOAD_DIR}/{{source}}/{{file}}"
 ATLAS = "resources/atlas/{key}.nii.gz"  # key: t1 | t2 | mask
+# the atlas brain (image x mask) and its mask on the working grid, made once for every subject's
+# registration and QC (rule atlas_grid); key: brain | mask
+ATLAS_GRID = "resources/atlas/grid/{key}.nii.gz"
 HDBET_WEIGHTS = "resources/weights/hdbet_v2"  # HD-BET v2 weights folder (rule hdbet_weights)
 
 # preprocessing, one folder per step; key: t2 | mask | seg (| warp for SyN registration)

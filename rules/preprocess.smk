@@ -62,14 +62,36 @@ rule skullstrip:
         "../workflow_scripts/skullstrip.py"
 
 
+# The atlas brain on the working grid, once (each registration and QC job would resample it again).
+rule atlas_grid:
+    input:
+        image=atlas_files()["image"],
+        mask=atlas_files()["mask"],
+    output:
+        brain=atlas_grid_files()["image"],
+        mask=atlas_grid_files()["mask"],
+    log:
+        log("atlas_grid"),
+    conda:
+        "../envs/preprocess.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        spacing_mm=PPCFG["spacing_mm"],
+    script:
+        "../workflow_scripts/atlas_grid.py"
+
+
 rule register:
     input:
         t2=rules.skullstrip.output.t2,
         mask=rules.skullstrip.output.mask,
         # the segmentation comes straight from resampling: skull stripping never touches it
         seg=rules.resample.output.seg,
-        atlas_image=atlas_files()["image"],
-        atlas_mask=atlas_files()["mask"],
+        atlas_image=atlas_grid_files()["image"],
+        atlas_mask=atlas_grid_files()["mask"],
     output:
         **register_outputs(),
     log:
@@ -159,8 +181,8 @@ rule qc_subject:
         final_t2=rules.n4.output.t2,
         final_mask=rules.n4.output.mask,
         final_seg=rules.n4.output.seg,
-        atlas_image=atlas_files()["image"],
-        atlas_mask=atlas_files()["mask"],
+        atlas_image=atlas_grid_files()["image"],
+        atlas_mask=atlas_grid_files()["mask"],
     output:
         png=report(
             artefacts.QC_FIGURE,

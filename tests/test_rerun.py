@@ -20,7 +20,7 @@ pytestmark = pytest.mark.workflow
 
 # The per-subject raw -> preprocessed chain; everything here runs once per subject.
 PER_SUBJECT = ("resample", "skullstrip", "register", "crop", "n4", "qc_subject")
-PREPROCESSING = (*PER_SUBJECT, "qc_dataset", "atlas_demo", "demo_anatomy", "demo_cohort", "demo_seg",
+PREPROCESSING = (*PER_SUBJECT, "qc_dataset", "atlas_demo", "atlas_grid", "demo_anatomy", "demo_cohort", "demo_seg",
                  "demo_subjects_tsv")
 
 
@@ -67,7 +67,7 @@ def test_n4_parameter_reruns_n4_and_downstream_only(run):
     assert got == expected
     n_subjects = sum(1 for _ in (run / "results" / "preprocess").glob("*/5_n4/*_t2.nii.gz"))
     assert got["n4"] == n_subjects
-    upstream = ("resample", "skullstrip", "register", "crop", "demo_cohort", "atlas_demo")
+    upstream = ("resample", "skullstrip", "register", "crop", "demo_cohort", "atlas_demo", "atlas_grid")
     assert not {r: got[r] for r in upstream if r in got}
 
 
@@ -85,7 +85,7 @@ def test_one_raw_scan_replaced_reruns_that_subject_only(run):
     present = [r for r in PER_SUBJECT if r in _all_rules(str(run))]
     # Exactly one job of each per-subject stage (this subject's), nothing for the raw data itself.
     assert {r: got.get(r, 0) for r in present} == dict.fromkeys(present, 1), got
-    assert not {r: got[r] for r in ("demo_cohort", "demo_anatomy", "atlas_demo") if r in got}
+    assert not {r: got[r] for r in ("demo_cohort", "demo_anatomy", "atlas_demo", "atlas_grid") if r in got}
     # ... and they are this subject's: forcing its first preprocessed file plans the same jobs, plus
     # at most the one job that lists the raw files of the data set (subjects.tsv reads them all).
     first = next((run / "results" / "preprocess").glob(f"*/1_resampled/{sub}_t2.nii.gz"))

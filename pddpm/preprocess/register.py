@@ -50,6 +50,14 @@ def optimiser_options(settings: dict) -> dict:
             "aff_random_sampling_rate": float(settings["sampling_rate"])}
 
 
+def write_atlas_grid(atlas_image, atlas_mask, spacing_mm: float, out_brain, out_mask) -> None:
+    """The atlas brain and mask on the working grid (`atlas_reference`), written for registration and QC;
+    `atlas_reference` reads them back unchanged, as they already have the working spacing."""
+    brain, mask = atlas_reference(atlas_image, atlas_mask, spacing_mm)
+    _write(brain, out_brain, "float")
+    _write(mask, out_mask, "unsigned char")
+
+
 def register_subject(t2_path, mask_path, seg_path, atlas_image, atlas_mask, spacing_mm: float,
                      transform: str, out: dict, seed: int = 3141, optimiser: dict | None = None) -> dict:
     """Register one subject; write out['t2'], ['mask'], ['seg'], ['affine'] (and ['warp'] for SyN).

@@ -16,6 +16,11 @@ def atlas_files():
     return {"image": atlas[config["atlas"]["modality"]], "mask": atlas["mask"]}
 
 
+def atlas_grid_files():
+    """The atlas brain and mask on the working grid (rule atlas_grid), what registration and QC read."""
+    return {"image": fill(artefacts.ATLAS_GRID, key="brain"), "mask": fill(artefacts.ATLAS_GRID, key="mask")}
+
+
 def register_outputs():
     out = {k: fill(artefacts.REGISTERED, key=k) for k in ("t2", "mask", "seg")}
     out["affine"] = artefacts.REGISTER_AFFINE
