@@ -1,6 +1,8 @@
 """Training speed: images/s of pddpm.train.train for the demo network and every registered model kind.
 
 Sections (all by default):
+  demo    the demo's network and batch before issue 11 (two levels, batch 10) and now (config.yaml: three
+          levels, batch 32), one thread, through train(): what a demo training step costs per image
   loop    the demo network (config.yaml's unet, 48 x 48 pDDPM): a bare loop of the kind's loss + Adam beside
           pddpm.train.train, per batch size and thread count (the loop's own overhead)
   levers  the same network through train() with each speed setting off and on, interleaved: channels-last,
@@ -147,6 +149,22 @@ def section_levers(demo: dict, args, dev: torch.device) -> None:
                       f"{warm_a:.0f} s; less once the inductor cache holds the kernels) {load()}", flush=True)
 
 
+# config.yaml's unet and train.batch_size before the demo was made to train for real (issue 11)
+DEMO_BEFORE = {"unet": {"base_width": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_heads": 2,
+                        "attention_head_channels": 16, "groups": 8}, "batch": 10}
+
+
+def section_demo(demo: dict, cfg: dict, args) -> None:
+    print("\n## demo: the demo network and batch before and now, 1 thread, pddpm.train.train (fp32)")
+    with_threads(1)
+    before = {**demo, "unet": {**demo["unet"], **DEMO_BEFORE["unet"]}}
+    for label, settings, batch in (("before", before, DEMO_BEFORE["batch"]), ("now", demo, cfg["train"]["batch_size"])):
+        n_par = sum(p.numel() for p in build("pddpm", settings).parameters())
+        speed, _ = train_speed(settings, batch, args.steps, args.device)
+        print(f"  {label:6s}: channel_mult {settings['unet']['channel_mult']}, {n_par:,} parameters, batch {batch}: "
+              f"{speed:7.2f} images/s {load()}", flush=True)
+
+
 def section_kinds(args, dev: torch.device, name: str) -> None:
     print("\n## kinds: every registered model kind through train() (fp32 unless --precision)")
     with_threads(args.threads[-1])
@@ -173,7 +191,7 @@ def section_kinds(args, dev: torch.device, name: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--sections", default="loop,levers,kinds")
+    ap.add_argument("--sections", default="demo,loop,levers,kinds")
     ap.add_argument("--batches", default="16,32,64", help="batch sizes of the loop and levers sections")
     ap.add_argument("--threads", default="1,2", help="torch CPU threads (the kinds section uses the last)")
     ap.add_argument("--compile-batches", default="32", help="batch sizes at which compile is measured ('' none)")
@@ -192,6 +210,8 @@ def main() -> None:
     print(f"# device {name}; torch {torch.__version__}; {args.steps} timed steps after {args.steps} warm-up; "
           f"demo network {sum(p.numel() for p in build('pddpm', demo).parameters()):,} parameters at {size}^2")
     sections = args.sections.split(",")
+    if "demo" in sections:
+        section_demo(demo, cfg, args)
     if "loop" in sections:
         section_loop(demo, args, dev)
     if "levers" in sections:
