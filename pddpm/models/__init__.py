@@ -42,7 +42,8 @@ class Kind:
     # keys of the `infer` section that change this kind's reconstructions (the infer rule's params)
     infer_keys: tuple[str, ...] = ()
     trained: bool = True  # False: no network, no train job (thresh)
-    # extra files the train rule hands the kind: input name -> kind whose model.pt of the same fold it reads
+    # extra files the train rule hands the kind: input name -> a kind (its model.pt of the same fold) or
+    # the name of a pddpm.artefacts path pattern with a {fold} wildcard (e.g. the pretrain rule's encoder)
     extra_inputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -57,6 +58,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("svae", "pddpm.models.svae:SVAE", sections=("svae",)),
     Kind("dae", "pddpm.models.dae:DAE", sections=("dae",)),
     Kind("fanogan", "pddpm.models.fanogan:FAnoGAN", sections=("fanogan",)),
+    Kind("cddpm", "pddpm.models.cddpm:CDDPM", sections=("unet", "diffusion", "cddpm"),
+         infer_keys=("cddpm_timesteps",), extra_inputs={"encoder": "PRETRAINED_ENCODER"}),
+    Kind("cddpm_nopretrain", "pddpm.models.cddpm:CDDPMNoPretrain", sections=("unet", "diffusion", "cddpm"),
+         infer_keys=("cddpm_timesteps",)),
 )}
 
 # `train` keys that change only speed or job size, never the weights: not rule params, and a checkpoint
