@@ -80,7 +80,7 @@ def test_paper_size_encoder_and_conditioned_unet_parameter_counts():
     plain = build_unet(model.settings["unet"], (96, 96), scale_shift=True)
     torch.manual_seed(0)
     pddpm_net = build("pddpm", {"image_size": [96, 96], "unet": model.settings["unet"]}).net
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), pddpm_net.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), pddpm_net.state_dict().values(), strict=True))
     widened = sum(m.emb_layers[1].weight.shape[0] * 512 for m in model.net.modules() if hasattr(m, "emb_layers"))
     assert counts["unet"] - _count(plain) == widened
 
