@@ -22,7 +22,7 @@ from pddpm.models.unet import build_unet
 from pddpm.pretrain import MaskedAutoencoder, pretrain, random_mask, save_encoder, validation_loss
 from pddpm.train import SliceData, TrainingInterrupted, train, write_outputs
 from test_train import brains  # noqa: F401 (the fixture: real-anatomy slices)
-from workflow_utils import REPO, snakemake, write_config
+from workflow_utils import REPO, copy_run, planned_jobs, snakemake, write_config
 
 UNET = {"base_width": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_heads": 1,
         "attention_head_channels": 16, "groups": 4}
@@ -214,19 +214,31 @@ def test_cddpm_trains_from_the_encoder_file_resumes_exactly_and_infers(splits, p
 
 
 # -------------------------------------------------------------------------------------------- workflow
+CDDPM_RUN = {
+    "models": ["cddpm", "cddpm_nopretrain"],
+    "cddpm": {"encoder": "resnet18", "cond_dim": 16},
+    "cddpm_pretrain": {"epochs": 2, "batch_size": 3, "slices_per_volume": 2, "decoder_width": 16},
+    "train": {"epochs": 2},
+    "infer": {"cddpm_timesteps": [250, 500]},
+}
+
+
 @pytest.mark.workflow
-def test_tiny_workflow_with_both_cddpm_kinds_gives_their_table_rows(tmp_path: Path):
-    write_config(tmp_path, {
-        "models": ["cddpm", "cddpm_nopretrain"],
-        "cddpm": {"encoder": "resnet18", "cond_dim": 16},
-        "cddpm_pretrain": {"epochs": 2, "batch_size": 3, "slices_per_volume": 2, "decoder_width": 16},
-        "train": {"epochs": 2},
-        "infer": {"cddpm_timesteps": [250, 500]},
-    })
-    snakemake(tmp_path, "results/tables/table1.csv")
-    table = pd.read_csv(tmp_path / "results" / "tables" / "table1.csv")
-    ours = table[table["source"] == "this run"]
-    assert {"cddpm", "cddpm_nopretrain"} <= set(ours["model"])
-    assert (tmp_path / "results" / "pretrain" / "cddpm_encoder" / "fold0" / "encoder.pt").is_file()
-    run = yaml.safe_load((tmp_path / "results" / "models" / "cddpm" / "fold0" / "run.json").read_text())
-    assert any("encoder.pt" in p for p in run["inputs"])
+def test_tiny_workflow_with_both_cddpm_kinds_gives_their_table_rows(tiny_run, tmp_path: Path):
+    # on a copy of the session's finished tiny run: only the cddpm jobs (and the table) are new
+    run = copy_run(tiny_run, tmp_path / "run")
+    write_config(run, CDDPM_RUN)
+    planned = planned_jobs(run)
+    assert planned["pretrain"] == 1 and planned["train"] == 2 and "slices" not in planned, planned
+    snakemake(run, "results/tables/table1.csv")
+    table = pd.read_csv(run / "results" / "tables" / "table1.csv")
+    assert {"cddpm", "cddpm_nopretrain"} <= set(table[table["source"] == "this run"]["model"])
+    assert "dense masked-image-modelling" in (run / "results" / "tables" / "table1.md").read_text()
+    record = yaml.safe_load((run / "results" / "models" / "cddpm" / "fold0" / "run.json").read_text())
+    assert any(p.endswith("pretrain/cddpm_encoder/fold0/encoder.pt") for p in record["config"]["inputs"])
+    # a diffusion setting retrains both kinds but does not redo the pre-training
+    write_config(run, {**CDDPM_RUN, "diffusion": {"cosine_s": 0.01}})
+    planned = planned_jobs(run, "results/tables/table1.csv")
+    assert planned.get("train") == 2 and "pretrain" not in planned, planned
+    write_config(run, {**CDDPM_RUN, "cddpm_pretrain": {**CDDPM_RUN["cddpm_pretrain"], "mask_ratio": 0.5}})
+    assert planned_jobs(run, "results/tables/table1.csv").get("pretrain") == 1
