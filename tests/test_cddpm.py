@@ -138,6 +138,18 @@ def test_an_encoder_file_that_does_not_fit_names_the_file_and_the_layer(pretrain
         build("cddpm", TINY).load_inputs({"encoder": str(bad)})
 
 
+def test_mask_patches_that_do_not_tile_the_slices_stop_the_config_check():
+    from pddpm.config_checks import check_config
+    from pddpm.errors import PddpmConfigError
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())  # the demo: 48 x 48 slices
+    cfg.update(models=["cddpm", "thresh"], cddpm_pretrain={"mask_patch": 10})
+    with pytest.raises(PddpmConfigError, match=r"cddpm_pretrain.mask_patch: 10 px patches do not tile .*allowed: 1, 2, 3, 4, 6"):
+        check_config(cfg)
+    cfg["cddpm_pretrain"]["mask_patch"] = 12
+    check_config(cfg)
+
+
 # -------------------------------------------------------------------------------------------- inference
 class StandInNet(torch.nn.Module):
     def forward(self, xt, t, cond):
