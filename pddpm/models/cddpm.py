@@ -11,9 +11,9 @@ Training slices get torchio's intensity augmentations (gamma, bias field, blur, 
 brain. Inference: one forward pass per t of `infer.cddpm_timesteps`, each with its own noise map, the
 reconstructions averaged.
 
-The ResNets are torchvision's layouts (same module names, so their state dicts are interchangeable with
-`torchvision.models.resnet50(weights=None)` once its first convolution takes one channel), written out
-here because torchvision's compiled operators do not load against this project's CPU torch wheel.
+The ResNets are torchvision's layouts (its module names, strides and initialisation; the parameter counts
+are torchvision's less its classifier and two input channels), written out here because torchvision's
+compiled operators do not load against this project's CPU torch wheel.
 """
 
 from __future__ import annotations
