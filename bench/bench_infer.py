@@ -5,6 +5,7 @@ post-processing and metrics, and the split of time between network, post-process
     .venv/bin/python bench/bench_infer.py --grid paper --batch-sizes 1,4,25   # 96x96x50, demo UNet
     .venv/bin/python bench/bench_infer.py --grid paper --unet paper --device cuda --precision bf16
     .venv/bin/python bench/bench_infer.py --grid paper --batch-sizes ''       # post-processing + metrics only
+    .venv/bin/python bench/bench_infer.py --grid paper --unet paper --kind cddpm --volumes 1 --batch-sizes 75
 
 Random weights and synthetic volumes: the speed of a forward pass does not depend on trained weights.
 Prints one line per setting: the numbers, not a verdict.
@@ -46,7 +47,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", choices=GRIDS, default="demo")
     ap.add_argument("--unet", choices=UNETS, default="demo")
-    ap.add_argument("--kind", choices=["pddpm", "ddpm"], default="pddpm")
+    ap.add_argument("--kind", choices=["pddpm", "ddpm", "cddpm"], default="pddpm",
+                    help="cddpm: ResNet-50 encoder (schema default) + conditioned UNet, infer.cddpm_timesteps")
     ap.add_argument("--volumes", type=int, default=2)
     ap.add_argument("--batch-sizes", default="1,0,256",
                     help="comma-separated; 0 = as many as the slices of a volume (the original's pass size); "

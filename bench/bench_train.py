@@ -7,12 +7,13 @@ Sections (all by default):
           pddpm.train.train, per batch size and thread count (the loop's own overhead)
   levers  the same network through train() with each speed setting off and on, interleaved: channels-last,
           bf16 autocast, torch.compile (its compile time reported separately, from the warm-up window)
-  kinds   parameters, forward GFLOP and train() images/s of every kind in pddpm.models.KINDS at the paper's
-          size (configs/paper.yaml: 96 x 96) and the demo's (config.yaml: 48 x 48)
+  kinds   parameters, forward GFLOP and train() images/s of every kind in pddpm.models.KINDS (or --kinds)
+          at the paper's size (configs/paper.yaml: 96 x 96) and the demo's (config.yaml: 48 x 48)
 
     .venv/bin/python bench/bench_train.py                            # everything, CPU, 1 and 2 threads
     .venv/bin/python bench/bench_train.py --sections levers --batches 32 --threads 2
     .venv/bin/python bench/bench_train.py --sections kinds --paper-batch 32 --steps 20   # on a GPU
+    .venv/bin/python bench/bench_train.py --sections kinds --kinds ddpm,cddpm_nopretrain --steps 2
 
 Random slices: speed does not depend on the data. Every line ends with the 1-minute load average (the
 figures of a shared machine move with it); on CUDA also the achieved TFLOP/s of the kinds section.
@@ -172,9 +173,15 @@ def section_kinds(args, dev: torch.device, name: str) -> None:
             ("demo", *config_of(REPO / "config.yaml"), args.demo_batch)]
     for label, cfg, size, batch in runs:
         for kind, entry in KINDS.items():
+            if args.kinds and kind not in args.kinds:
+                continue
             settings = settings_of(kind, cfg, size)
             if not entry.trained:
                 print(f"  {label} {size}^2, {kind:7s}: no network, nothing to train")
+                continue
+            if entry.extra_inputs:  # e.g. cddpm: its inputs only set initial weights (the *_nopretrain twin's speed)
+                print(f"  {label} {size}^2, {kind:7s}: reads {', '.join(entry.extra_inputs)} first; same networks "
+                      f"and speed as {kind}_nopretrain")
                 continue
             n_par = sum(p.numel() for p in build(kind, settings).parameters())
             gflop = forward_gflop(settings)
@@ -199,9 +206,11 @@ def main() -> None:
     ap.add_argument("--paper-batch", type=int, default=2)
     ap.add_argument("--demo-batch", type=int, default=32)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="of the kinds section")
+    ap.add_argument("--kinds", default="", help="comma-separated kinds of the kinds section ('' every kind)")
     args = ap.parse_args()
     ints = lambda s: [int(v) for v in s.split(",") if v.strip()]  # noqa: E731
     args.batches, args.threads, args.compile_batches = ints(args.batches), ints(args.threads), ints(args.compile_batches)
+    args.kinds = [k for k in args.kinds.split(",") if k.strip()]
     dev = resolve_device(args.device)
     configure_backends(dev)
     name = torch.cuda.get_device_name() if dev.type == "cuda" else f"CPU ({os.cpu_count()} cores)"

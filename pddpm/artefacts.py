@@ -101,6 +101,9 @@ MODEL = f"{RESULTS}/models/{{model}}/fold{{fold}}/model.pt"
 TRAIN_LOG = f"{RESULTS}/models/{{model}}/fold{{fold}}/train_log.csv"
 RUN_RECORD = f"{RESULTS}/models/{{model}}/fold{{fold}}/run.json"
 CHECKPOINT_DIR = f"{RESULTS}/checkpoints/{{model}}/fold{{fold}}"
+# the cddpm encoder's masked-image-modelling pre-training (rule pretrain, pddpm.pretrain), one per fold
+PRETRAINED_ENCODER = f"{RESULTS}/pretrain/cddpm_encoder/fold{{fold}}/encoder.pt"
+PRETRAIN_LOG = f"{RESULTS}/pretrain/cddpm_encoder/fold{{fold}}/pretrain_log.csv"
 
 # inference and evaluation
 INFERENCE = f"{RESULTS}/infer/{{model}}/fold{{fold}}/{{ds}}_{{split}}.npz"

@@ -42,4 +42,31 @@ rule train:
         "../workflow_scripts/train.py"
 
 
+# The cddpm encoder's masked-image-modelling pre-training (pddpm.pretrain, docs/cddpm.md): one GPU job
+# per fold, an input of that fold's cddpm training job only (Kind.extra_inputs).
+rule pretrain:
+    input:
+        unpack(pretrain_inputs),
+    output:
+        encoder=artefacts.PRETRAINED_ENCODER,
+        log_csv=artefacts.PRETRAIN_LOG,
+    log:
+        log("pretrain", "fold{fold}"),
+    benchmark:
+        bench("pretrain", "fold{fold}")
+    conda:
+        "../envs/torch.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=config["train"]["runtime_min"],
+        gpu=config["train"]["gpus"],
+    params:
+        encoder=pretrain_params()["encoder"],
+        settings=pretrain_params()["settings"],
+        seed=lambda wc: config["seed"] + int(wc.fold),
+    script:
+        "../workflow_scripts/pretrain.py"
+
+
 TARGETS += expand(artefacts.MODEL, model=trained_models(), fold=config["folds_to_run"])

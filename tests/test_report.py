@@ -270,14 +270,14 @@ def test_ordering_sentence_ties_missing_values_and_models_without_paper_rows():
     ours = {"dice": {"pddpm": 0.25, "ddpm": 0.25, "cddpm": 40.0}, "auprc": {"pddpm": 0.36, "ddpm": 0.23}}
     assert table.ordering_sentence("demo_mslub", ours, PAPER, LABELS) == (
         "demo_mslub: Dice DDPM = pDDPM, the paper has pDDPM > DDPM (1 of 1 pairs swapped: DDPM level with pDDPM); "
-        "AUPRC pDDPM > DDPM, as in the paper (cddpm not in the paper's table).")
+        "AUPRC pDDPM > DDPM, as in the paper (cDDPM not in the paper's table).")  # cddpm: no reference rows
     # the same order in both metrics, said once; each metric in its own words when they differ
     same = {"dice": {"pddpm": 2.0, "ddpm": 1.0}, "auprc": {"pddpm": 2.0, "ddpm": 1.0}}
     assert table.ordering_sentence("x", same, PAPER, LABELS) == "x: pDDPM > DDPM in Dice and AUPRC, as in the paper."
     only_one = {"dice": {"pddpm": 2.0, "thresh": 1.0}, "auprc": {"pddpm": 2.0}}  # AUPRC of thresh undefined
     assert table.ordering_sentence("x", only_one, PAPER, LABELS) == "x: Dice pDDPM > Thresh, as in the paper."
     assert table.ordering_sentence("x", {"dice": {"pddpm": 1.0, "cddpm": 2.0}}, PAPER, LABELS) == (
-        "x: fewer than two of the models run (pDDPM, cddpm) have the paper's numbers; no ordering to compare.")
+        "x: fewer than two of the models run (pDDPM, cDDPM) have the paper's numbers; no ordering to compare.")
 
 
 def test_ordering_summary_is_computed_from_the_table(tmp_path):

@@ -42,7 +42,8 @@ class Kind:
     # keys of the `infer` section that change this kind's reconstructions (the infer rule's params)
     infer_keys: tuple[str, ...] = ()
     trained: bool = True  # False: no network, no train job (thresh)
-    # extra files the train rule hands the kind: input name -> kind whose model.pt of the same fold it reads
+    # extra files the train rule hands the kind: input name -> a kind (its model.pt of the same fold) or
+    # the name of a pddpm.artefacts path pattern with a {fold} wildcard (e.g. the pretrain rule's encoder)
     extra_inputs: dict[str, str] = field(default_factory=dict)
     # what each loss term the kind's `loss`/`training_step` returns is ("loss": the total), for the
     # training-curve axes; tests/test_models.py checks these are exactly the terms the kind logs
@@ -73,6 +74,12 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
                      "generator": "generator loss -D(G(z))",
                      "image": "image MSE of G(E(x))",
                      "feature": "critic-feature MSE of G(E(x))"}),
+    Kind("cddpm", "pddpm.models.cddpm:CDDPM", sections=("unet", "diffusion", "cddpm"),
+         infer_keys=("cddpm_timesteps",), extra_inputs={"encoder": "PRETRAINED_ENCODER"},
+         loss_terms={"loss": "L1 of the denoised slice (conditioned on the clean slice)"}),
+    Kind("cddpm_nopretrain", "pddpm.models.cddpm:CDDPMNoPretrain", sections=("unet", "diffusion", "cddpm"),
+         infer_keys=("cddpm_timesteps",),
+         loss_terms={"loss": "L1 of the denoised slice (conditioned on the clean slice)"}),
 )}
 
 # `train` keys that change only speed or job size, never the weights: not rule params, and a checkpoint

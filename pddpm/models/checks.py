@@ -143,6 +143,19 @@ def fanogan_problems(config: dict, image_size: Sequence[int]) -> list[str]:
     return out
 
 
+def cddpm_problems(config: Mapping, image_size: Sequence[int]) -> list[str]:
+    """The UNet's downsamplings, and (run config, kind cddpm) the pre-training's mask patches tiling the slice."""
+    out = unet_problems(config, image_size)
+    if "cddpm_pretrain" in config and "cddpm" in config.get("models", ()):
+        size = config["cddpm_pretrain"]["mask_patch"]
+        if image_size[0] % size or image_size[1] % size:
+            side = gcd(*image_size)
+            fits = [d for d in range(1, side + 1) if side % d == 0]
+            out.append(f"cddpm_pretrain.mask_patch: {size} px patches do not tile {_grid_text(image_size)}; "
+                       f"allowed: {', '.join(map(str, fits))}")
+    return out
+
+
 KIND_CHECKS: dict[str, ProblemsFn] = {
     "pddpm": pddpm_problems,
     "ddpm": unet_problems,
@@ -151,6 +164,8 @@ KIND_CHECKS: dict[str, ProblemsFn] = {
     "svae": svae_problems,
     "dae": dae_problems,
     "fanogan": fanogan_problems,
+    "cddpm": cddpm_problems,
+    "cddpm_nopretrain": cddpm_problems,
 }
 
 

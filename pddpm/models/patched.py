@@ -48,13 +48,17 @@ class PatchedDiffusion(ModelKind):
         super().__init__(settings)
         s = self.settings
         h, w = s["image_size"]
-        self.net = network if network is not None else build_unet(s["unet"], (h, w), self.scale_shift)
+        self.net = network if network is not None else self.build_network((h, w))
         self.diffusion = Diffusion.from_config(s["diffusion"])
         # the patch grid of training; None = the whole slice
         self.train_regions = (patch_masks(h, w, s["patch"]["size"], s["patch"]["stride"]) if self.patched
                               else None)
         self._on_device: dict = {}
         self.configure_inference()
+
+    def build_network(self, image_size) -> torch.nn.Module:
+        """The UNet of the settings (a subclass adds inputs, e.g. cDDPM's conditioning)."""
+        return build_unet(self.settings["unet"], image_size, self.scale_shift)
 
     def _to(self, name: str, device: torch.device) -> torch.Tensor:
         """A region tensor on `device`, copied once (bool masks are not module buffers: an EMA copy of the

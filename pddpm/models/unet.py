@@ -87,20 +87,25 @@ class AttentionBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """net(x_t (B, C, H, W), t (B,)) -> x0 prediction (B, C, H, W)."""
+    """net(x_t (B, C, H, W), t (B,)[, cond (B, cond_dim)]) -> x0 prediction (B, C, H, W).
+
+    `cond_dim` > 0 (cDDPM): a conditioning vector per sample is concatenated to the time embedding, so
+    every residual block's embedding projection (scale-shift or addition) reads both; 0 builds exactly
+    the unconditioned network (same modules, same parameters)."""
 
     # no defaults here: they live in the schema's `unet` section (build_unet)
     def __init__(self, *, in_channels: int, out_channels: int, base_width: int, channel_mult, num_res_blocks: int,
                  attention_heads: int, attention_head_channels: int, groups: int, dropout: float,
-                 scale_shift: bool):
+                 scale_shift: bool, cond_dim: int = 0):
         super().__init__()
         self.base_width = base_width
+        self.cond_dim = cond_dim
         emb_dim = 4 * base_width
         self.time_embed = nn.Sequential(nn.Linear(base_width, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.downsample_factor = 2 ** (len(channel_mult) - 1)
 
         def res(ch_in, ch_out, updown=None):
-            return ResBlock(ch_in, emb_dim, ch_out, groups, dropout, scale_shift, updown)
+            return ResBlock(ch_in, emb_dim + cond_dim, ch_out, groups, dropout, scale_shift, updown)
 
         self.input_conv = nn.Conv2d(in_channels, base_width, 3, padding=1)
         self.down = nn.ModuleList()
@@ -127,8 +132,14 @@ class UNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(groups, ch), nn.SiLU(),
                                  zero_module(nn.Conv2d(ch, out_channels, 3, padding=1)))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_embed(timestep_embedding(t, self.base_width).to(x.dtype))
+        if self.cond_dim:
+            if cond is None or cond.shape[-1] != self.cond_dim:
+                raise ValueError(f"this UNet is conditioned: it needs cond of shape (B, {self.cond_dim})")
+            emb = torch.cat([emb, cond.to(emb.dtype)], dim=1)
+        elif cond is not None:
+            raise ValueError("this UNet has no conditioning input (cond_dim 0)")
         h = self.input_conv(x)
         skips = [h]
         for block in self.down:
@@ -144,9 +155,10 @@ class UNet(nn.Module):
         return self.out(h)
 
 
-def build_unet(unet: dict, image_size, scale_shift: bool, in_channels: int = 1, out_channels: int = 1) -> UNet:
+def build_unet(unet: dict, image_size, scale_shift: bool, in_channels: int = 1, out_channels: int = 1,
+               cond_dim: int = 0) -> UNet:
     """The UNet of the config section `unet` (complete, e.g. from pddpm.config.with_defaults), after
-    checking that slices of `image_size` pass its downsamplings."""
+    checking that slices of `image_size` pass its downsamplings; `cond_dim` > 0 adds cDDPM's conditioning."""
     from pddpm.errors import PddpmInputError
 
     h, w = image_size
@@ -158,4 +170,4 @@ def build_unet(unet: dict, image_size, scale_shift: bool, in_channels: int = 1, 
     return UNet(in_channels=in_channels, out_channels=out_channels, base_width=unet["base_width"],
                 channel_mult=tuple(unet["channel_mult"]), num_res_blocks=unet["num_res_blocks"],
                 attention_heads=unet["attention_heads"], attention_head_channels=unet["attention_head_channels"],
-                groups=unet["groups"], dropout=unet["dropout"], scale_shift=scale_shift)
+                groups=unet["groups"], dropout=unet["dropout"], scale_shift=scale_shift, cond_dim=cond_dim)

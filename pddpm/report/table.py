@@ -27,7 +27,9 @@ from pddpm.io import atomic_path
 
 # Paper order first; models added later fall in after them in config order.
 MODEL_LABELS = {"thresh": "Thresh", "ae": "AE", "vae": "VAE", "svae": "SVAE", "dae": "DAE",
-                "fanogan": "f-AnoGAN", "ddpm": "DDPM", "pddpm": "pDDPM"}
+                "fanogan": "f-AnoGAN", "ddpm": "DDPM", "pddpm": "pDDPM",
+                # the follow-up paper's model (docs/cddpm.md), after the pDDPM paper's rows
+                "cddpm": "cDDPM", "cddpm_nopretrain": "cDDPM (no pre-training)"}
 KIND_LABELS = {"brats": "BraTS21", "mslub": "MSLUB", "ixi": "IXI"}
 # the columns Table 1 shows per data set, by its role (the per-volume files hold more: pddpm.artefacts)
 TABLE_METRICS = {"anomalous": ("dice", "auprc"), "healthy": ("recon_error",)}
@@ -44,6 +46,12 @@ MODEL_NOTES = {
     "svae": ("SVAE: the paper's architecture is not published; this run's is ours: the VAE's slice encoder "
              "and decoder with a transformer encoder over the slice codes of windows of `svae.sequence_length` "
              "consecutive slices (docs/training.md, \"svae\"); it reconstructs from the posterior mean."),
+    "cddpm": ("cDDPM: the model of Behrendt et al., arXiv 2312.04215 (not in the pDDPM paper); its encoder is "
+              "pre-trained by a dense masked-image-modelling variant, not SparK (docs/cddpm.md). No paper row: "
+              "the cDDPM paper's numbers are not in pddpm/data/reference_table1.csv yet (docs/cddpm.md, "
+              "\"Reference numbers\")."),
+    "cddpm_nopretrain": ("cDDPM (no pre-training): cDDPM with a randomly initialised encoder; no paper row "
+                         "(as for cDDPM)."),
 }
 
 

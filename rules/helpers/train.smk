@@ -15,9 +15,22 @@ def train_inputs(wildcards):
         "train": train_split("train").format(fold=wildcards.fold),
         "val": train_split("val").format(fold=wildcards.fold),
     }
-    for name, other in model_kind(wildcards.model).extra_inputs.items():
-        inputs[name] = fill(artefacts.MODEL, model=other, fold=wildcards.fold)
+    for name, source in model_kind(wildcards.model).extra_inputs.items():
+        # a kind's model.pt, or a pattern of pddpm.artefacts (the pretrain rule's encoder)
+        pattern = artefacts.MODEL if source in KINDS else getattr(artefacts, source)
+        inputs[name] = fill(pattern, model=source, fold=wildcards.fold)
     return inputs
+
+
+def pretrain_inputs(wildcards):
+    """The fold's training and validation slices, as the train rule reads them."""
+    return {split: train_split(split).format(fold=wildcards.fold) for split in ("train", "val")}
+
+
+def pretrain_params():
+    """What the pre-trained encoder depends on: the encoder's architecture and the pre-training section
+    (not the diffusion settings, so changing those retrains cddpm without redoing this)."""
+    return {"encoder": config["cddpm"]["encoder"], "settings": config["cddpm_pretrain"]}
 
 
 def train_params(wildcards):
