@@ -62,9 +62,10 @@ def report(run: Path, cores: int, wall: float | None = None) -> None:
     logs = sorted((run / ".snakemake/log").glob("*.snakemake.log"))
     if not logs:
         sys.exit(f"{run}: no .snakemake/log/*.snakemake.log; give the directory a workflow ran in")
-    jobs = job_times(logs[-1])
-    if jobs.empty:
-        sys.exit(f"{logs[-1]}: no finished jobs in this log (a no-change rerun?); give an earlier log's run")
+    # the newest log that ran jobs (a report build or a no-change rerun writes a log without any)
+    jobs = next((j for j in map(job_times, reversed(logs)) if not j.empty), None)
+    if jobs is None:
+        sys.exit(f"{run}/.snakemake/log: no log with finished jobs")
     jobs["held"] = (jobs["end"] - jobs["start"]).dt.total_seconds()
     span = (jobs["end"].max() - jobs["start"].min()).total_seconds()
     wall = wall or span

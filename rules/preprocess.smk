@@ -56,6 +56,7 @@ rule skullstrip:
         hdbet_mode=PPCFG["skullstrip"]["hdbet_mode"],
         tta=PPCFG["skullstrip"]["tta"],
         deepbet_size=PPCFG["skullstrip"]["deepbet_size"],
+        deepbet_at_1mm=PPCFG["skullstrip"]["deepbet_at_1mm"],
         # the device does not change the result: read from the config by the script, so that changing
         # it reruns nothing
     script:

@@ -364,16 +364,18 @@ def test_registration_levels_must_match(chain, atlas, tmp_path):
 
 
 def test_deepbet_reads_the_configured_cube(tmp_path):
-    """preprocess.skullstrip.deepbet_size reaches deepbet's network: the demo's 192 and deepbet's own 256
-    give different masks, both close to the truth (docs/preprocessing.md has the demo's figures)."""
+    """preprocess.skullstrip.deepbet_size and deepbet_at_1mm reach deepbet: deepbet's own setting (256, at
+    1 mm) and the demo's (192, on the working grid) give different masks, both close to the truth
+    (docs/preprocessing.md has the demo's figures)."""
     from pddpm.preprocess.skullstrip import brain_mask
 
     p = make_subject(tmp_path / "raw")
     stages.resample_files(p["t2"], p["seg"], SPACING, tmp_path / "t2.nii.gz", tmp_path / "seg.nii.gz")
     img = nib.load(tmp_path / "t2.nii.gz")
     truth = resample.resample_to(nib.load(p["truth_mask"]), img.shape, img.affine, order=0) > 0
-    masks = {size: brain_mask(tmp_path / "t2.nii.gz", img, "deepbet", deepbet_size=size)[0] for size in (256, 192)}
-    for size, mask in masks.items():
+    masks = {(size, at_1mm): brain_mask(tmp_path / "t2.nii.gz", img, "deepbet", deepbet_size=size,
+                                        deepbet_at_1mm=at_1mm)[0] for size, at_1mm in ((256, True), (192, False))}
+    for setting, mask in masks.items():
         dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
-        assert dice >= 0.85, (size, dice)
-    assert (masks[256] != masks[192]).any()
+        assert dice >= 0.85, (setting, dice)
+    assert (masks[256, True] != masks[192, False]).any()

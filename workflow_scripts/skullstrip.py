@@ -16,5 +16,6 @@ with logged(snakemake.log[0]) as log:
         device = resolve_device(snakemake.config["device"]).type
     info = skullstrip_files(snakemake.input.t2, p.backend, snakemake.output.t2, snakemake.output.mask,
                             device=device, hdbet_mode=p.hdbet_mode, tta=p.tta, deepbet_size=p.deepbet_size,
+                            deepbet_at_1mm=p.deepbet_at_1mm,
                             weights_dir=snakemake.input.get("weights"))
     log.info("%s: backend %s, %s", snakemake.input.t2, p.backend, info)

@@ -81,15 +81,16 @@ def mask_hdbet_v1(img: nib.Nifti1Image, *, device: str = "cpu", mode: str = "fas
     return _back_from_canonical(mask, img, ras)
 
 
-def mask_deepbet(img: nib.Nifti1Image, *, device: str = "cpu", threshold: float = 0.5, size: int = 256) -> np.ndarray:
-    """deepbet (Fisch et al. 2024), weights in the pip wheel; run on a 1 mm grid, mask on `img`'s grid.
-    `size`: side of the cube its brain network reads (deepbet's own 256)."""
+def mask_deepbet(img: nib.Nifti1Image, *, device: str = "cpu", threshold: float = 0.5, size: int = 256,
+                 at_1mm: bool = True) -> np.ndarray:
+    """deepbet (Fisch et al. 2024), weights in the pip wheel; run on a 1 mm grid (`at_1mm`, else on `img`'s
+    own grid), mask on `img`'s grid. `size`: side of the cube its brain network reads (deepbet's own 256)."""
     try:
         from deepbet import BrainExtraction
     except ImportError as exc:
         raise PddpmInputError("skullstrip backend 'deepbet' needs the pip package deepbet "
                               "(pip install deepbet==1.0.2, see envs/preprocess.yaml)") from exc
-    img1 = nib.as_closest_canonical(_at_1mm(img))
+    img1 = nib.as_closest_canonical(_at_1mm(img) if at_1mm else img)
     bet = BrainExtraction(no_gpu=device == "cpu")
     data = np.asarray(img1.dataobj, dtype=np.float32)
     prob = bet.run_model(data.copy(), shape=(size,) * 3)
@@ -193,6 +194,7 @@ def mask_hdbet_v2(path: str | os.PathLike, *, weights_dir=None, device: str = "c
 
 def brain_mask(path: str | os.PathLike, img: nib.Nifti1Image, backend: str, *, device: str = "cpu",
                hdbet_mode: str = "fast", tta: bool = False, weights_dir=None, deepbet_size: int = 256,
+               deepbet_at_1mm: bool = True,
                native: nib.Nifti1Image | None = None, native_path=None) -> tuple[np.ndarray, float]:
     """Brain mask of `img` (read from `path`) with `backend`; returns (mask, seconds). Checked: not empty,
     not the whole volume; the largest connected component, holes filled.
@@ -210,7 +212,7 @@ def brain_mask(path: str | os.PathLike, img: nib.Nifti1Image, backend: str, *, d
     elif backend == "hdbet_v1":
         mask = to_img(mask_hdbet_v1(src, device=device, mode=hdbet_mode, tta=tta))
     elif backend == "deepbet":
-        mask = to_img(mask_deepbet(src, device=device, size=deepbet_size))
+        mask = to_img(mask_deepbet(src, device=device, size=deepbet_size, at_1mm=deepbet_at_1mm))
     elif backend == "hdbet":
         mask = to_img(mask_hdbet_v2(src_path, weights_dir=weights_dir, device=device, tta=tta))
     else:
