@@ -16,6 +16,18 @@ from workflow_utils import snakemake, write_config
 os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 
 
+@pytest.fixture
+def one_thread():
+    """One torch CPU thread for the test (the machine is shared: two spinning OpenMP threads per process
+    slow everything down ~10x); the module's tests use it with `pytestmark = usefixtures("one_thread")`."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A complete run of the default target on tests/configs/tiny.yaml; treat it as read-only

@@ -24,18 +24,14 @@ from pddpm.train import SliceData, TrainingInterrupted, train, write_outputs
 from test_train import brains  # noqa: F401 (the fixture: real-anatomy slices)
 from workflow_utils import REPO, copy_run, planned_jobs, snakemake, write_config
 
+# one torch thread per test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 UNET = {"base_width": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_heads": 1,
         "attention_head_channels": 16, "groups": 4}
 TINY = {"image_size": [48, 48], "unet": UNET, "cddpm": {"encoder": "resnet18", "cond_dim": 8}}
 PRETRAIN = {"epochs": 6, "batch_size": 8, "slices_per_volume": 4, "decoder_width": 32, "lr": 1e-3}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

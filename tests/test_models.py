@@ -20,15 +20,11 @@ from pddpm.models import KINDS, Kind, build, infer_params, load_trained, train_p
 from pddpm.models.base import ModelKind
 from pddpm.train import TrainingInterrupted, train, write_outputs
 
+# one torch thread per test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 H = W = 16
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 # ------------------------------------------------------------------------------------------- registry
@@ -75,17 +71,29 @@ TOY_SECTIONS = {
              "sequence_length": 3, "layers": 1},
     "dae": {"base_width": 4, "depth": 2, "noise_cell_px": 4},
     "fanogan": {"widths": [4, 8], "latent_dim": 8, "n_critic": 2},
+    "cddpm": {"encoder": "resnet18", "cond_dim": 8},
 }
 
 
+def _fresh_encoder_file(settings: dict, path) -> dict[str, str]:
+    """cddpm's extra input: an encoder file (pddpm.pretrain's format) of an untrained encoder."""
+    from pddpm.pretrain import PretrainResult, save_encoder
+
+    model = build(settings["kind"], settings)
+    result = PretrainResult(model.encoder.trunk.name, model.encoder.trunk.state_dict(), [], {})
+    save_encoder(result, path)
+    return {"encoder": str(path)}
+
+
 @pytest.mark.parametrize("name", [n for n, k in KINDS.items() if k.trained])
-def test_the_registry_describes_exactly_the_loss_terms_a_kind_logs(name):
+def test_the_registry_describes_exactly_the_loss_terms_a_kind_logs(name, tmp_path):
     """The training-curve axes are labelled from Kind.loss_terms: it must name every term the kind's
     training and validation log (both f-AnoGAN phases included), and no term it does not log."""
     k = KINDS[name]
     settings = {"kind": name, "image_size": [H, W], **{s: TOY_SECTIONS.get(s, {}) for s in k.sections}}
+    extra = _fresh_encoder_file(settings, tmp_path / "encoder.pt") if "encoder" in k.extra_inputs else None
     res = train(_split(3), _split(1, seed=1), settings, {**CFG, "ema_decay": None}, seed=0, device="cpu",
-                progress=False)
+                progress=False, extra_inputs=extra)
     logged = {"loss"} | {c.split("_", 1)[1] for c in pd.DataFrame(res.log).columns if c.startswith(("train_", "val_"))}
     assert logged == set(k.loss_terms)
     assert all(k.loss_terms[t] != t for t in logged)  # a description, not the column name again

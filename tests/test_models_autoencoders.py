@@ -16,6 +16,9 @@ from pddpm.models import build
 from pddpm.models.svae import window_starts
 from pddpm.train import SliceData, TrainingInterrupted, train, validation_loss
 
+# one torch thread per test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 KINDS = ("ae", "vae", "svae")
 # demo-sized settings (the 48 x 48 grid): what the tiny workflow run and the report's figures use
 DEMO = {"ae": {"widths": [16, 32, 64], "bottleneck_channels": 8},
@@ -27,13 +30,6 @@ FAST = {"batch_size": 4, "epochs": 3, "val_every_steps": 2, "checkpoint_every_st
 def settings(kind: str, size: int = 48, **section) -> dict:
     return {"kind": kind, "image_size": [size, size], kind: {**DEMO[kind], **section}}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -26,17 +26,13 @@ from pddpm.train import SliceData, TrainingInterrupted, train, validation_loss, 
 from test_train import brains  # noqa: F401 (the fixture: real-anatomy slices)
 from workflow_utils import REPO, snakemake, write_config
 
+# one torch thread per test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DAE = {"kind": "dae", "image_size": [48, 48], "dae": {"base_width": 8, "depth": 3}}
 GAN = {"kind": "fanogan", "image_size": [48, 48], "fanogan": {"widths": [8, 16, 32], "n_critic": 2, "gan_share": 0.6}}
 FAST = {"batch_size": 4, "epochs": 5, "val_every_steps": 3, "checkpoint_every_steps": 100}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,9 @@ from pddpm.train import (
     write_outputs,
 )
 
+# one torch thread per test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"kind": "pddpm",
             "unet": {"base_width": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_heads": 1,
@@ -62,14 +65,6 @@ def brains():
     data = np.stack(vols).astype(np.float16)
     return data[:8], data[8:]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the test machine is shared: two spinning OpenMP threads per process slow everything down ~10x
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_loss_falls_on_brain_slices(brains):

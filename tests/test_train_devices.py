@@ -13,19 +13,15 @@ from pddpm.infer import infer_arrays
 from pddpm.models import build, save_trained
 from pddpm.train import train
 
+# one torch thread per test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"kind": "pddpm", "image_size": [16, 16], "patch": {"size": 8, "stride": 8},
         "diffusion": {"noise": {"type": "gaussian"}},
         "unet": {"base_width": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_heads": 1,
                  "attention_head_channels": 8, "groups": 4}}
 CFG = {"batch_size": 4, "epochs": 2, "val_every_steps": 2, "checkpoint_every_steps": 100, "lr": 1e-3}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
