@@ -21,7 +21,6 @@ from pddpm.models.cddpm import ResNet
 from pddpm.models.unet import build_unet
 from pddpm.pretrain import MaskedAutoencoder, pretrain, random_mask, save_encoder, validation_loss
 from pddpm.train import SliceData, TrainingInterrupted, train, write_outputs
-from test_train import brains  # noqa: F401 (the fixture: real-anatomy slices)
 from workflow_utils import REPO, copy_run, planned_jobs, snakemake, write_config
 
 # one torch thread per test (tests/conftest.py)
@@ -35,7 +34,7 @@ PRETRAIN = {"epochs": 6, "batch_size": 8, "slices_per_volume": 4, "decoder_width
 
 
 @pytest.fixture(scope="module")
-def splits(brains):  # noqa: F811
+def splits(brains):
     return tuple({"image": b, "mask": (b > 0.05).astype(np.uint8)} for b in brains)
 
 

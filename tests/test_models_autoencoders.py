@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy import ndimage as ndi
 
 from pddpm.config import defaults
 from pddpm.errors import PddpmInputError
@@ -29,28 +28,6 @@ FAST = {"batch_size": 4, "epochs": 3, "val_every_steps": 2, "checkpoint_every_st
 
 def settings(kind: str, size: int = 48, **section) -> dict:
     return {"kind": kind, "image_size": [size, size], kind: {**DEMO[kind], **section}}
-
-
-
-@pytest.fixture(scope="module")
-def brains():
-    """(10, 12, 48, 48) float16 slices of real anatomy (ICBM152 T2-like contrast on the demo's 4 mm grid),
-    each 'subject' shifted, rescaled and noised differently: 8 for training, 2 for validation."""
-    from pddpm.demo.anatomy import load_template, t2_contrast
-
-    tpl = load_template()
-    t2 = np.moveaxis(ndi.zoom(t2_contrast(tpl["csf"], tpl["gm"], tpl["wm"]), 0.25, order=1), 2, 0)
-    z0 = t2.shape[0] // 2 - 6
-    rng = np.random.default_rng(0)
-    vols = []
-    for _ in range(10):
-        v = np.pad(t2[z0:z0 + 12], ((0, 0), (8, 8), (8, 8)))
-        v = np.roll(v, rng.integers(-2, 3, 2), axis=(1, 2))
-        cy, cx = (v.shape[1] - 48) // 2, (v.shape[2] - 48) // 2
-        v = v[:, cy:cy + 48, cx:cx + 48] * rng.uniform(0.9, 1.1) + rng.normal(0, 0.01, (12, 48, 48))
-        vols.append(np.clip(v / np.percentile(v, 99), 0, 1))
-    data = np.stack(vols).astype(np.float16)
-    return data[:8], data[8:]
 
 
 # ------------------------------------------------------------------------------------------ building

@@ -23,7 +23,6 @@ from pddpm.models import build, load_trained, train_params
 from pddpm.models.base import Batch
 from pddpm.models.checks import model_image_size
 from pddpm.train import SliceData, TrainingInterrupted, train, validation_loss, write_outputs
-from test_train import brains  # noqa: F401 (the fixture: real-anatomy slices)
 from workflow_utils import REPO, snakemake, write_config
 
 # one torch thread per test (tests/conftest.py)
@@ -36,7 +35,7 @@ FAST = {"batch_size": 4, "epochs": 5, "val_every_steps": 3, "checkpoint_every_st
 
 
 @pytest.fixture(scope="module")
-def splits(brains):  # noqa: F811
+def splits(brains):
     """The brains with their brain masks (intensity above 5 %), as pddpm.slices.load_split gives them."""
     return tuple({"image": b, "mask": (b > 0.05).astype(np.uint8)} for b in brains)
 
