@@ -16,6 +16,7 @@ import yaml
 from pddpm import config as config_lib
 from pddpm.errors import PddpmConfigError
 from pddpm.models import checks as model_checks
+from pddpm.preprocess.register import level_problems as register_level_problems
 
 
 def _problems(instance, schema: dict, prefix: Sequence[str] = ()) -> list[str]:
@@ -89,11 +90,7 @@ def cross_key_problems(config: dict) -> list[str]:
     patch = config["patch"]
     if patch["stride"] > patch["size"]:
         problems.append(f"patch.stride ({patch['stride']}) larger than patch.size ({patch['size']}) leaves gaps")
-    register = config["preprocess"]["register"]
-    levels = {k: len(register[k]) for k in ("iterations", "shrink_factors", "smoothing_sigmas")}
-    if len(set(levels.values())) != 1:
-        problems.append(f"preprocess.register: iterations, shrink_factors and smoothing_sigmas need one entry per "
-                        f"level each, got {levels}; give the three lists the same length")
+    problems += register_level_problems(config["preprocess"]["register"])
     # each model kind's settings against the slice size (pddpm/models/checks.py)
     problems += model_checks.problems(config)
     return problems

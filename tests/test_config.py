@@ -59,6 +59,10 @@ def test_cross_key_checks():
     anomalous_train.setdefault("splits", {})["folds"] = 1
     with pytest.raises(PddpmConfigError, match="it must be healthy"):
         check_config({**anomalous_train, "folds_to_run": [0], "patch": {"size": 24, "stride": 24}})
+    levels = copy.deepcopy(cfg)
+    levels["preprocess"]["register"]["iterations"] = [100, 10]
+    with pytest.raises(PddpmConfigError, match="preprocess.register: iterations, shrink_factors and smoothing_sigmas"):
+        check_config(levels)
 
 
 def test_rules_between_a_data_sets_keys_are_in_the_schema():

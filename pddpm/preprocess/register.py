@@ -38,13 +38,22 @@ def atlas_reference(atlas_image: str | os.PathLike, atlas_mask: str | os.PathLik
     return brain, (mask > 0).astype("float32")
 
 
+def level_problems(settings: dict) -> list[str]:
+    """The optimiser's per-level lists of `preprocess.register` must have one entry per level each; the
+    config check (pddpm.config_checks) and `optimiser_options` both ask here."""
+    levels = {k: len(settings[k]) for k in ("iterations", "shrink_factors", "smoothing_sigmas")}
+    if len(set(levels.values())) == 1:
+        return []
+    return [f"preprocess.register: iterations, shrink_factors and smoothing_sigmas need one entry per level "
+            f"each, got {levels}; give the three lists the same length"]
+
+
 def optimiser_options(settings: dict) -> dict:
     """antspyx keyword arguments of the affine optimiser from `preprocess.register` (schema defaults:
     antspyx's own, which the original code used)."""
-    levels = {k: len(settings[k]) for k in ("iterations", "shrink_factors", "smoothing_sigmas")}
-    if len(set(levels.values())) != 1:
-        raise PddpmConfigError(f"preprocess.register: iterations, shrink_factors and smoothing_sigmas need one "
-                               f"entry per level each, got {levels}; give the three lists the same length")
+    problems = level_problems(settings)
+    if problems:
+        raise PddpmConfigError(problems[0])
     return {"aff_iterations": tuple(settings["iterations"]), "aff_shrink_factors": tuple(settings["shrink_factors"]),
             "aff_smoothing_sigmas": tuple(settings["smoothing_sigmas"]),
             "aff_random_sampling_rate": float(settings["sampling_rate"])}
