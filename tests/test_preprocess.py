@@ -70,6 +70,15 @@ def atlas(tmp_path_factory):
     return {"image": d / "t2.nii.gz", "mask": d / "mask.nii.gz"}
 
 
+@pytest.fixture(scope="module")
+def atlas_grid(atlas, tmp_path_factory):
+    """The atlas on the registered grid, as the atlas_grid rule writes it for registration and QC."""
+    d = tmp_path_factory.mktemp("atlas_grid")
+    out = {"image": d / "brain.nii.gz", "mask": d / "mask.nii.gz"}
+    register.write_atlas_grid(atlas["image"], atlas["mask"], SPACING, out["image"], out["mask"])
+    return out
+
+
 def make_subject(path_dir, name="sub", *, lps=False, oblique=False, seg=True, bias=True, voxel=1.5):
     """A raw subject on its own grid: rotated, shifted and scaled against the atlas, with a bias field.
     Returns paths and the true native->atlas matrix (world RAS mm)."""
@@ -298,17 +307,17 @@ def _qc_files(f):
             "final_t2": f["n4_t2"], "final_mask": f["n4_mask"], "final_seg": f["n4_seg"], "warp": None}
 
 
-def test_qc_row_figure_and_flags(chain, atlas, tmp_path):
+def test_qc_row_figure_and_flags(chain, atlas_grid, tmp_path):
     f, raw = chain["f"], chain["raw"]
     truth = {"mask": raw["truth_mask"], "wm": raw["truth_wm"], "matrix": raw["matrix"]}
-    row = qc.subject_metrics(_qc_files(f), atlas, SPACING, truth)
+    row = qc.subject_metrics(_qc_files(f), atlas_grid, SPACING, truth)
     assert row["skullstrip_dice"] > 0.95
     assert row["register_dice"] >= 0.90
     assert row["transform_error_mm"] < SPACING
     assert row["wm_cov_after_n4"] < row["wm_cov_before_n4"]
     assert row["ncc_atlas"] > 0.5
     png = tmp_path / "qc.png"
-    qc.qc_figure(_qc_files(f), atlas, SPACING, png, "test")
+    qc.qc_figure(_qc_files(f), atlas_grid, SPACING, png, "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = pd.DataFrame([{**row, "subject": f"s{i}"} for i in range(6)])
     rows.loc[5, "mask_volume_ml"] = row["mask_volume_ml"] * 3
@@ -319,6 +328,41 @@ def test_qc_row_figure_and_flags(chain, atlas, tmp_path):
     assert flagged.loc[0, "flags"] == ""
 
 
+def test_qc_applies_the_affine_as_ants_does_without_loading_it(chain, atlas_grid, tmp_path):
+    """QC maps labels and points through the saved affine with SimpleITK (no ANTs import in QC jobs):
+    it must give what ANTs gives, the skull-strip mask mapped as the register stage mapped it."""
+    import ants
+
+    f, raw = chain["f"], chain["raw"]
+    tfs = register.transform_list(f["affine"])
+    ours = register.map_to_atlas(f["ss_mask"], f["reg_t2"], tfs) > 0
+    by_register = nib.load(f["reg_mask"]).get_fdata() > 0
+    assert ours.shape == by_register.shape and ours.sum() > 1000
+    assert (ours != by_register).mean() < 1e-4, (ours != by_register).sum()
+    lin = register.map_to_atlas(f["ss_t2"], f["reg_t2"], tfs, interpolator="linear")
+    ref = ants.apply_transforms(ants.image_read(str(f["reg_t2"])), ants.image_read(str(f["ss_t2"])), tfs,
+                                interpolator="linear").numpy()
+    assert np.abs(lin - ref).max() < 1e-3 * np.abs(ref).max()
+    # transform error: the same points through ANTs
+    mask = ants.image_read(str(atlas_grid["mask"]))
+    idx = np.argwhere(mask.numpy() > 0)
+    lps = np.array([ants.transform_index_to_physical_point(mask, [int(i) for i in v]) for v in idx])
+    est = ants.apply_transforms_to_points(3, pd.DataFrame(lps, columns=["x", "y", "z"]), tfs).to_numpy()
+    flip = np.array([-1.0, -1.0, 1.0])
+    matrix = np.loadtxt(raw["matrix"])
+    true = (np.linalg.inv(matrix) @ np.c_[lps * flip, np.ones(len(lps))].T).T[:, :3]
+    by_ants = np.linalg.norm(est * flip - true, axis=1).mean()
+    ours_mm = register.transform_error_mm(f["affine"], matrix, atlas_grid["mask"], n_points=10**9)
+    assert abs(ours_mm - by_ants) < 1e-3, (ours_mm, by_ants)
+
+
+def test_qc_atlas_must_be_on_the_registered_grid(atlas, atlas_grid):
+    brain, mask = qc.atlas_on_grid(atlas_grid["image"], atlas_grid["mask"], SPACING)
+    assert brain.shape == mask.shape and mask.sum() > 0 and (brain[~mask] == 0).all()
+    with pytest.raises(PddpmInputError, match="atlas_grid"):
+        qc.atlas_on_grid(atlas["image"], atlas["mask"], SPACING)
+
+
 def test_crop_bbox_slices():
     m = np.zeros((10, 10, 10), bool)
     m[3:5, 2:8, 6] = True
@@ -326,7 +370,7 @@ def test_crop_bbox_slices():
     assert crop.bbox_slices(m, 2) == (slice(1, 7), slice(0, 10), slice(4, 9))
 
 
-def test_syn_saves_affine_and_warp_and_qc_follows_them(chain, atlas, tmp_path):
+def test_syn_saves_affine_and_warp_and_qc_follows_them(chain, atlas, atlas_grid, tmp_path):
     f, raw = chain["f"], chain["raw"]
     out = {k: tmp_path / f"syn_{k}.nii.gz" for k in ("t2", "mask", "seg", "warp")}
     out["affine"] = tmp_path / "syn_affine.mat"
@@ -343,7 +387,7 @@ def test_syn_saves_affine_and_warp_and_qc_follows_them(chain, atlas, tmp_path):
     wm = qc.truth_to_registered(raw["truth_wm"], nib.load(f["res_t2"]), out["t2"], tfs)
     assert (wm & ~(nib.load(out["mask"]).get_fdata() > 0)).sum() < 0.05 * wm.sum()
     truth = {"mask": raw["truth_mask"], "wm": raw["truth_wm"], "matrix": raw["matrix"]}
-    row = qc.subject_metrics(files, atlas, SPACING, truth)
+    row = qc.subject_metrics(files, atlas_grid, SPACING, truth)
     assert "transform_error_mm" not in row and row["register_dice"] >= 0.95
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from pddpm.errors import PddpmInputError
 from pddpm.evaluate.metrics import dice
 from pddpm.io import atomic_path, load_nifti
 from pddpm.preprocess.n4 import wm_cov
@@ -42,11 +43,13 @@ def crop_offset(parent: nib.Nifti1Image, child: nib.Nifti1Image) -> tuple[slice,
 
 
 def atlas_on_grid(atlas_image, atlas_mask, spacing_mm: float):
-    """Atlas brain and mask arrays on the registered grid (= atlas field of view at spacing_mm)."""
-    from pddpm.preprocess.register import atlas_reference
-
-    brain, mask = atlas_reference(atlas_image, atlas_mask, spacing_mm)
-    return brain.numpy(), mask.numpy() > 0
+    """Atlas brain and mask arrays on the registered grid: the atlas_grid rule's files, read as they are."""
+    img, mask = load_nifti(atlas_image), load_nifti(atlas_mask)
+    if not np.allclose(img.header.get_zooms()[:3], spacing_mm):
+        raise PddpmInputError(f"{atlas_image}: spacing {img.header.get_zooms()[:3]} mm, not the registered "
+                              f"grid's {spacing_mm} mm; QC takes the atlas_grid rule's output (rerun it)")
+    mask = np.asarray(mask.dataobj) > 0
+    return np.asarray(img.dataobj, dtype=np.float32) * mask, mask
 
 
 def truth_to_registered(truth_path, resampled: nib.Nifti1Image, registered_path, transforms) -> np.ndarray:
