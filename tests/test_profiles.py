@@ -71,3 +71,14 @@ def test_checker_rejects_set_resources_for_unknown_rules():
     with pytest.raises(PddpmInputError, match=r"no rule named 'trian'.*did you mean 'train'"):
         check_set_resources_rules({"trian": {"gpu": 1}}, ["train", "infer"])
     check_set_resources_rules({"train": {"gpu": 1}}, ["train", "infer"])
+
+
+def test_local_profile_rate_limit_keeps_the_default_rate_with_fewer_scheduler_rounds():
+    """profiles/local spreads Snakemake's default 100 jobs/s over a longer timespan (fewer scheduler
+    rounds, bench/bench_scheduler.py) but not so long that a finished run waits long for its last timer."""
+    from snakemake.settings.types import MaxJobsPerTimespan
+
+    prof = yaml.safe_load((REPO / "profiles" / "local" / "config.yaml").read_text())
+    limit = MaxJobsPerTimespan.parse_choice(prof["max-jobs-per-timespan"])
+    assert limit.max_jobs / limit.timespan == 100
+    assert 1 < limit.timespan <= 5
