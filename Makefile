@@ -10,11 +10,15 @@ CORES ?= 2
 # on a GPU machine set TORCH_SPEC="torch" to get the CUDA build instead.
 TORCH_SPEC ?= torch==2.13.0
 
+# pip byte-compiles the installed files one after the other; compiling them afterwards on all cores
+# gives the same .pyc files (which every job's imports use where PYTHONDONTWRITEBYTECODE is set) sooner.
+# compileall's status is ignored as pip ignores it: a few packages ship files that are not Python 3.
 $(VENV)/.installed: pyproject.toml
 	python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,dev]"
+	$(PY) -m pip install -q --no-compile "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --no-compile -e ".[test,dev]"
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 
 env: $(VENV)/.installed
