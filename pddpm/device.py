@@ -26,6 +26,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively: a CUDA GPU with bf16 (Ampere and later), a CPU with
+    AVX512-BF16 or AMX (oneDNN's check). Elsewhere bf16 autocast is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(device: torch.device, setting: str) -> str:
+    """`auto`: bf16 where the device runs it natively (`native_bf16`), else fp32; fp32 and bf16 as set."""
+    if setting == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if setting not in ("fp32", "bf16"):
+        raise PddpmConfigError(f"precision {setting!r}: expected fp32, bf16 or auto")
+    return setting
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast when `precision` is bf16, on any device (CPUs with AVX512-BF16/AMX run it natively;
     elsewhere it is slower); fp32 otherwise."""

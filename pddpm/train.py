@@ -31,7 +31,14 @@ import torch
 
 from pddpm.checkpoint import load_checkpoint, save_checkpoint
 from pddpm.config import with_defaults
-from pddpm.device import autocast, configure_backends, fused_adam, resolve_device, use_channels_last
+from pddpm.device import (
+    autocast,
+    configure_backends,
+    fused_adam,
+    resolve_device,
+    resolve_precision,
+    use_channels_last,
+)
 from pddpm.errors import PddpmConfigError, PddpmInputError
 from pddpm.io import atomic_path
 from pddpm.models import TRAIN_SPEED_KEYS, build, complete_settings, save_trained
@@ -409,10 +416,11 @@ def train(train_split, val_split, settings: dict, train_cfg: dict, *, seed: int,
     `Kind.extra_inputs`. `stop_after_steps` stops like a SIGTERM would after that many steps
     (checkpoint written, then TrainingInterrupted) - how tests and benchmarks interrupt a run.
     """
-    cfg = with_defaults(train_cfg, "train")
     dev = resolve_device(device)
     configure_backends(dev)
-    precision = cfg["precision"]
+    # `auto` resolved here, so the run's identity (a checkpoint resumed elsewhere) holds what it trained in
+    cfg = with_defaults(train_cfg, "train")
+    cfg["precision"] = precision = resolve_precision(dev, cfg["precision"])
     channels_last = use_channels_last(dev, cfg["channels_last"])
 
     torch.manual_seed(seed)  # the kind's initial weights

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from pddpm.checkpoint import load_checkpoint
+from pddpm.device import native_bf16, resolve_precision
+from pddpm.errors import PddpmConfigError
 from pddpm.infer import infer_arrays
 from pddpm.models import build, save_trained
 from pddpm.train import train
@@ -67,6 +69,30 @@ def test_bf16_autocast_trains_in_bf16_on_the_cpu_and_tracks_fp32(data):
     assert bf16.log[-1]["val_loss"] == pytest.approx(fp32.log[-1]["val_loss"], rel=0.05)
     # the kept weights are fp32 whatever the autocast precision
     assert all(v.dtype == torch.float32 for v in bf16.state_dict.values())
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
+def test_precision_auto_trains_in_bf16_only_where_the_cpu_computes_it(data, native, monkeypatch):
+    """`precision: auto` asks oneDNN whether this CPU has bf16 (AVX512-BF16, AMX); both answers are taken
+    here (the real check is monkeypatched), and the run records and fingerprints what it resolved to."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    want = "bf16" if native else "fp32"
+    assert resolve_precision(torch.device("cpu"), "auto") == want
+    tr, va = data
+    with ConvSpy() as spy:
+        auto = train(tr, va, TINY, {**CFG, "precision": "auto"}, seed=0, device="cpu", progress=False)
+    fixed = train(tr, va, TINY, {**CFG, "precision": want}, seed=0, device="cpu", progress=False)
+    assert spy.dtypes == {torch.bfloat16 if native else torch.float32}
+    assert auto.info["precision"] == want and auto.info["fingerprint"] == fixed.info["fingerprint"]
+    assert torch.equal(_losses(auto), _losses(fixed))
+
+
+def test_precision_settings_resolve_and_an_unknown_one_is_an_error():
+    cpu = torch.device("cpu")
+    assert resolve_precision(cpu, "fp32") == "fp32" and resolve_precision(cpu, "bf16") == "bf16"
+    assert resolve_precision(cpu, "auto") == ("bf16" if native_bf16(cpu) else "fp32")
+    with pytest.raises(PddpmConfigError, match="fp16.*expected fp32, bf16 or auto"):
+        resolve_precision(cpu, "fp16")
 
 
 def test_bf16_inference_on_the_cpu_tracks_fp32(data, tmp_path):
