@@ -99,6 +99,21 @@ def test_the_registry_describes_exactly_the_loss_terms_a_kind_logs(name, tmp_pat
     assert all(k.loss_terms[t] != t for t in logged)  # a description, not the column name again
 
 
+@pytest.mark.parametrize("name", [n for n, k in KINDS.items() if k.trained])
+def test_every_kind_trains_under_bf16_autocast(name, tmp_path):
+    """The demo's `train.precision: auto` is bf16 on a CPU with native bf16 (configs/demo_all_models.yaml
+    trains every kind with it): each kind's losses, optimisers and phases must run under bf16 autocast."""
+    k = KINDS[name]
+    settings = {"kind": name, "image_size": [H, W], **{s: TOY_SECTIONS.get(s, {}) for s in k.sections}}
+    extra = _fresh_encoder_file(settings, tmp_path / "encoder.pt") if "encoder" in k.extra_inputs else None
+    res = train(_split(3), _split(1, seed=1), settings, {**CFG, "ema_decay": None, "precision": "bf16"}, seed=0,
+                device="cpu", progress=False, extra_inputs=extra)
+    assert res.info["precision"] == "bf16"
+    log = pd.DataFrame(res.log)
+    assert len(log) and np.isfinite(log["train_loss"]).all() and np.isfinite(log["val_loss"].dropna()).all()
+    assert all(v.dtype != torch.bfloat16 for v in res.state_dict.values())  # weights stay full precision
+
+
 def test_thresh_reconstructs_black():
     images = np.random.default_rng(0).random((2, 3, H, W)).astype(np.float16)
     model = build("thresh", {"image_size": [H, W]})
