@@ -7,6 +7,9 @@ The phantom is a head (skull shell, grey matter, white matter) with a known rigi
 from __future__ import annotations
 
 import gzip
+import json
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -255,6 +258,41 @@ def chain(tmp_path_factory, atlas):
     stages.n4_files(f["crop_t2"], f["crop_mask"], f["crop_seg"],
                     {"t2": f["n4_t2"], "mask": f["n4_mask"], "seg": f["n4_seg"]}, levels=2, iterations=50)
     return {"raw": p, "f": f, "info": info}
+
+
+_REGISTER_IN_FRESH_PROCESS = """
+import json, sys
+if sys.argv[1] == "full":
+    import ants  # the whole package, as `import ants` loads it
+from pddpm.preprocess import register
+f, atlas, out = json.loads(sys.argv[2])
+register.register_subject(f["ss_t2"], f["ss_mask"], f["res_seg"], atlas["image"], atlas["mask"], 2.0, "Affine", out)
+heavy = sorted(m for m in ("matplotlib", "sklearn", "statsmodels") if m in sys.modules)
+import ants.math  # a subpackage left out of the import still loads afterwards
+print(json.dumps({"heavy": heavy, "math": hasattr(ants.math, "quantile")}))
+"""
+
+
+def test_register_without_antspyx_unused_subpackages_gives_the_same_result(chain, atlas, tmp_path):
+    """pddpm.preprocess.antspy imports antspyx without its plotting, learn, math and deeplearn
+    subpackages (2 s per register job); a registration in a fresh process must come out bit for bit as
+    with the whole package imported, without loading matplotlib, scikit-learn or statsmodels."""
+    f = {k: str(chain["f"][k]) for k in ("ss_t2", "ss_mask", "res_seg")}
+    results = {}
+    for mode in ("trimmed", "full"):
+        out = {k: str(tmp_path / f"{mode}_{k}.{'mat' if k == 'affine' else 'nii.gz'}")
+               for k in ("t2", "mask", "seg", "affine")}
+        env = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1", "PATH": "/usr/bin:/bin"}
+        run = subprocess.run([sys.executable, "-c", _REGISTER_IN_FRESH_PROCESS, mode,
+                              json.dumps([f, {k: str(v) for k, v in atlas.items()}, out])],
+                             capture_output=True, text=True, check=True, env={**env, "PYTHONPATH": ":".join(sys.path)})
+        results[mode] = {"info": json.loads(run.stdout.strip().splitlines()[-1]), "out": out}
+    assert results["trimmed"]["info"] == {"heavy": [], "math": True}
+    assert results["full"]["info"]["heavy"] == ["matplotlib", "sklearn", "statsmodels"]
+    for k in ("t2", "mask", "seg"):
+        a, b = (np.asarray(nib.load(results[m]["out"][k]).dataobj) for m in ("trimmed", "full"))
+        np.testing.assert_array_equal(a, b, err_msg=k)
+    assert open(results["trimmed"]["out"]["affine"], "rb").read() == open(results["full"]["out"]["affine"], "rb").read()
 
 
 def test_register_recovers_the_true_transform(chain, atlas):

@@ -71,7 +71,9 @@ def _n4_sitk(work, fit_mask, zooms, levels, iterations, tolerance, shrink, threa
 
 
 def _n4_ants(work, m, smooth, zooms, levels, iterations, tolerance, shrink):
-    import ants
+    from pddpm.preprocess.antspy import load
+
+    ants = load()
 
     image = ants.from_numpy(work, spacing=tuple(float(z) for z in zooms))
     mask = ants.from_numpy(m.astype(np.float32), spacing=image.spacing)

@@ -15,15 +15,10 @@ import numpy as np
 
 from pddpm.errors import PddpmConfigError
 from pddpm.io import atomic_path
+from pddpm.preprocess.antspy import load as _ants
 from pddpm.preprocess.checks import check_mask
 
 TRANSFORMS = ("Rigid", "Affine", "SyN")
-
-
-def _ants():
-    import ants
-
-    return ants
 
 
 def atlas_reference(atlas_image: str | os.PathLike, atlas_mask: str | os.PathLike, spacing_mm: float):
@@ -132,7 +127,7 @@ def map_to_atlas(moving_img_path, reference_path, transforms: list[str], interpo
     """Apply a saved subject->atlas transform to another image of the subject (e.g. a truth mask).
 
     An affine alone goes through SimpleITK: it reads ANTs's .mat files and uses the same ITK (LPS)
-    convention, so a QC job need not load ANTs (1.8 s of imports per job); a warp goes through ANTs."""
+    convention, so a QC job need not load ANTs at all; a warp goes through ANTs."""
     if len(transforms) > 1:
         ants = _ants()
         ref = ants.image_read(str(reference_path))
