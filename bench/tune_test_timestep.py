@@ -42,15 +42,14 @@ def main(run: Path, model: str, ds: str, timesteps: list[int], fold: int = 0,
     ev, spacing = config["evaluate"], config["slices"]["target_spacing_mm"]
     erosions_mm = [ev["erosion_mm"]] if erosions_mm is None else erosions_mm
     medians_mm = [ev["median_radius_mm"]] if medians_mm is None else medians_mm
-    options = {"test_timestep": None} if kind(model).trained else {}
+    # one reconstruction per noise level; thresh has none
+    runs = [{"test_timestep": t} for t in timesteps] if kind(model).trained else [{}]
     split = load_split(run / f"results/slices/{ds}_val.npz")
     truth = split["seg"] > 0
     print(f"{model} on {ds} validation ({len(split['image'])} volumes, {int(truth.sum())} lesion voxels), fold {fold}")
     brain = split["mask"] > 0
-    for t in timesteps if options else timesteps[:1]:
+    for options in runs:
         t0 = time.perf_counter()
-        if options:
-            options["test_timestep"] = t
         recons, _, _ = infer_arrays(split["image"], split["mask"], model=model,
                                     model_path=run / f"results/models/{model}/fold{fold}/model.pt",
                                     seed=config["seed"] + fold, stream=f"{ds}_val", progress=False,
@@ -60,21 +59,24 @@ def main(run: Path, model: str, ds: str, timesteps: list[int], fold: int = 0,
             maps = postprocess_split(split["image"], recons, split["mask"], erosion_iterations=vox["erosion_iterations"],
                                      median_size=vox["median_size"]).astype(np.float32)
             th = choose_threshold(maps, truth, method=ev["threshold_search"], steps=ev["interval_steps"])
-            print(f"  {f'test_timestep {t:4d}, ' if options else ''}erosion_mm {erosion:g} "
+            print(f"  {''.join(f'test_timestep {t:4d}, ' for t in options.values())}erosion_mm {erosion:g} "
                   f"({vox['erosion_iterations']} steps), median_radius_mm {radius:g} ({vox['median_size']}^3): "
                   f"validation Dice {th['val_dice']:.3f} at threshold {th['threshold']:.3f}, "
                   f"AUPRC {auprc(maps[brain], truth[brain]):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
+    def floats(text: str) -> list[float]:
+        return [float(v) for v in text.split(",")]
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
     ap.add_argument("model")
     ap.add_argument("dataset")
-    ap.add_argument("timesteps", help="comma-separated test_timestep values")
+    ap.add_argument("timesteps", type=lambda text: [int(v) for v in text.split(",")],
+                    help="comma-separated test_timestep values")
     ap.add_argument("fold", nargs="?", type=int, default=0)
-    ap.add_argument("--erosion-mm", help="comma-separated evaluate.erosion_mm values (default: the run's)")
-    ap.add_argument("--median-mm", help="comma-separated evaluate.median_radius_mm values (default: the run's)")
+    ap.add_argument("--erosion-mm", type=floats, help="comma-separated evaluate.erosion_mm values (default: the run's)")
+    ap.add_argument("--median-mm", type=floats, help="comma-separated evaluate.median_radius_mm values (default: the run's)")
     a = ap.parse_args()
-    mm = {k: [float(v) for v in s.split(",")] if s else None for k, s in (("e", a.erosion_mm), ("m", a.median_mm))}
-    main(a.run, a.model, a.dataset, [int(t) for t in a.timesteps.split(",")], a.fold, mm["e"], mm["m"])
+    main(a.run, a.model, a.dataset, a.timesteps, a.fold, a.erosion_mm, a.median_mm)

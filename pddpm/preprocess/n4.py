@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from pddpm.preprocess.antspy import load as load_ants
 from pddpm.preprocess.checks import check_mask
 
 IMPLEMENTATIONS = ("sitk", "ants")
@@ -71,9 +72,7 @@ def _n4_sitk(work, fit_mask, zooms, levels, iterations, tolerance, shrink, threa
 
 
 def _n4_ants(work, m, smooth, zooms, levels, iterations, tolerance, shrink):
-    from pddpm.preprocess.antspy import load
-
-    ants = load()
+    ants = load_ants()
 
     image = ants.from_numpy(work, spacing=tuple(float(z) for z in zooms))
     mask = ants.from_numpy(m.astype(np.float32), spacing=image.spacing)
