@@ -44,12 +44,10 @@ def resolve_precision(device: torch.device, setting: str) -> str:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast when `precision` is bf16, on any device (CPUs with AVX512-BF16/AMX run it natively;
-    elsewhere it is slower); fp32 otherwise."""
-    if precision == "fp32":
+    """bf16 autocast when `precision` resolves to bf16 (`resolve_precision`, which owns the allowed values),
+    on any device (CPUs with AVX512-BF16/AMX run it natively; elsewhere it is slower); fp32 otherwise."""
+    if resolve_precision(device, precision) == "fp32":
         return nullcontext()
-    if precision != "bf16":
-        raise PddpmConfigError(f"precision {precision!r}: expected fp32 or bf16")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 

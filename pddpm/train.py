@@ -42,7 +42,7 @@ from pddpm.device import (
 from pddpm.errors import PddpmConfigError, PddpmInputError
 from pddpm.io import atomic_path
 from pddpm.models import TRAIN_SPEED_KEYS, build, complete_settings, save_trained
-from pddpm.models.base import Batch, ModelKind
+from pddpm.models.base import Batch, ModelKind, window_starts
 
 log = logging.getLogger("pddpm.train")
 
@@ -133,11 +133,7 @@ class SliceData:
         """Every slice of every volume (length 1), or windows of `length` slices covering each volume.
         Volumes shorter than `length` are a PddpmInputError naming `setting` (`check_length`)."""
         self.check_length(length, "validation split", setting)
-        z = self.n_slices
-        starts = list(range(0, z - length + 1, length))
-        if starts[-1] != z - length:
-            starts.append(z - length)
-        starts = np.array(starts)
+        starts = np.array(window_starts(self.n_slices, length))
         return np.repeat(np.arange(self.n_volumes), len(starts)), np.tile(starts, self.n_volumes)
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from pddpm.config import defaults
-from pddpm.errors import PddpmInputError
+from pddpm.errors import PddpmConfigError, PddpmInputError
 from pddpm.infer import reconstruct
 from pddpm.models import build
-from pddpm.models.svae import window_starts
+from pddpm.models.base import window_starts
 from pddpm.train import SliceData, TrainingInterrupted, train, validation_loss
 
 # one torch thread per test (tests/conftest.py)
@@ -73,7 +73,7 @@ def test_builds_at_the_paper_size_from_the_schema_defaults(kind, pinned):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_grid_the_levels_cannot_halve_is_named_with_the_allowed_values(kind):
-    with pytest.raises(PddpmInputError) as err:
+    with pytest.raises(PddpmConfigError) as err:
         build(kind, {"image_size": [48, 40], kind: {"widths": [8, 8, 8, 8]}})
     msg = str(err.value)
     assert f"{kind}.widths: 4 stride-2 levels (one per entry) need slice sides divisible by 16" in msg
@@ -82,7 +82,7 @@ def test_a_grid_the_levels_cannot_halve_is_named_with_the_allowed_values(kind):
 
 
 def test_svae_heads_must_divide_the_latent():
-    with pytest.raises(PddpmInputError, match="svae.heads: 3 attention heads do not divide svae.latent_dim 128; "
+    with pytest.raises(PddpmConfigError, match="svae.heads: 3 attention heads do not divide svae.latent_dim 128; "
                                               "allowed: 1, 2, 4, 8, 16"):
         build("svae", settings("svae", heads=3))
 

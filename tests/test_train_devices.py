@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pddpm.checkpoint import load_checkpoint
-from pddpm.device import native_bf16, resolve_precision
+from pddpm.device import autocast, native_bf16, resolve_precision
 from pddpm.errors import PddpmConfigError
 from pddpm.infer import infer_arrays
 from pddpm.models import build, save_trained
@@ -93,6 +93,14 @@ def test_precision_settings_resolve_and_an_unknown_one_is_an_error():
     assert resolve_precision(cpu, "auto") == ("bf16" if native_bf16(cpu) else "fp32")
     with pytest.raises(PddpmConfigError, match="fp16.*expected fp32, bf16 or auto"):
         resolve_precision(cpu, "fp16")
+    # autocast takes the same settings, checked in the same place
+    x = torch.ones(2, 2)
+    for setting, want in (("fp32", torch.float32), ("bf16", torch.bfloat16),
+                          ("auto", torch.bfloat16 if native_bf16(cpu) else torch.float32)):
+        with autocast(cpu, setting):
+            assert (x @ x).dtype == want
+    with pytest.raises(PddpmConfigError, match="fp16.*expected fp32, bf16 or auto"):
+        autocast(cpu, "fp16")
 
 
 def test_bf16_inference_on_the_cpu_tracks_fp32(data, tmp_path):

@@ -22,6 +22,15 @@ AdamFactory = Callable[..., torch.optim.Optimizer]
 PassRunner = Callable[..., torch.Tensor]
 
 
+def window_starts(n_slices: int, length: int) -> list[int]:
+    """First slices of the windows of `length` consecutive slices that cover a volume of `n_slices`: every
+    `length`, the last one ending at the last slice (validation samples and whole-volume reconstruction)."""
+    starts = list(range(0, n_slices - length + 1, length))
+    if starts[-1] != n_slices - length:
+        starts.append(n_slices - length)
+    return starts
+
+
 class Batch(NamedTuple):
     """A training or validation batch on the training device.
 

@@ -182,12 +182,13 @@ def problems(config: Mapping) -> list[str]:
 
 
 def raise_problems(name: str, settings: Mapping, image_size: Sequence[int]) -> None:
-    """For a kind's constructor: its problems as one PddpmInputError (the same lines as the dry run)."""
-    from pddpm.errors import PddpmInputError
+    """For a kind's constructor: its problems as one PddpmConfigError, the same lines and error type as the
+    dry run's (`pddpm.config_checks.check_config`)."""
+    from pddpm.errors import PddpmConfigError
 
     lines = kind_problems(name, settings, image_size)
     if lines:
-        raise PddpmInputError(f"model kind {name!r} does not fit its slices:\n  - " + "\n  - ".join(lines))
+        raise PddpmConfigError(f"model kind {name!r} does not fit its slices:\n  - " + "\n  - ".join(lines))
 
 
 def model_image_size(config: Mapping) -> tuple[int, int]:

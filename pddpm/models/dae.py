@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pddpm.errors import PddpmConfigError
 from pddpm.models.base import Batch, ModelKind, PassRunner
-from pddpm.models.checks import dae_problems
+from pddpm.models.checks import raise_problems
 
 
 def norm_groups(channels: int) -> int:
@@ -84,9 +83,7 @@ class DenoisingUNet(nn.Module):
 class DAE(ModelKind):
     def __init__(self, settings: dict):
         super().__init__(settings)
-        problems = dae_problems(self.settings, self.settings["image_size"])
-        if problems:
-            raise PddpmConfigError("; ".join(problems))
+        raise_problems(self.name, self.settings, self.settings["image_size"])
         s = self.settings["dae"]
         self.net = DenoisingUNet(channels=1, base_width=s["base_width"], depth=s["depth"])
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from pddpm.errors import PddpmConfigError
 from pddpm.models.base import Batch, ModelKind, PassRunner
-from pddpm.models.checks import fanogan_problems
+from pddpm.models.checks import fanogan_problems, raise_problems
 
 LEAK = 0.2  # DCGAN
 
@@ -88,9 +88,7 @@ class Generator(nn.Module):
 class FAnoGAN(ModelKind):
     def __init__(self, settings: dict):
         super().__init__(settings)
-        problems = fanogan_problems(self.settings, self.settings["image_size"])
-        if problems:
-            raise PddpmConfigError("; ".join(problems))
+        raise_problems(self.name, self.settings, self.settings["image_size"])
         s = self.settings["fanogan"]
         h, w = self.settings["image_size"]
         widths, n = s["widths"], len(s["widths"])

@@ -22,16 +22,8 @@ from torch import nn
 
 from pddpm.errors import PddpmInputError
 from pddpm.models.autoencoders import ConvDecoder, ConvEncoder, kl_to_standard_normal
-from pddpm.models.base import Batch, ModelKind, PassRunner
+from pddpm.models.base import Batch, ModelKind, PassRunner, window_starts
 from pddpm.models.checks import raise_problems
-
-
-def window_starts(n_slices: int, length: int) -> list[int]:
-    """First slices of the windows covering a volume: every `length`, the last ending at the last slice."""
-    starts = list(range(0, n_slices - length + 1, length))
-    if starts[-1] != n_slices - length:
-        starts.append(n_slices - length)
-    return starts
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
