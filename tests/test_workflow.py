@@ -16,6 +16,7 @@ from pddpm.report.table import order_models
 from workflow_utils import REPO, TINY_CONFIG, merge_configs, planned_jobs, snakemake, write_config
 
 DEMO_ALL_MODELS = REPO / "configs" / "demo_all_models.yaml"
+DEMO_LONG = REPO / "configs" / "demo_long.yaml"
 
 PER_SUBJECT_RULES = ["demo_cohort", "resample", "skullstrip", "register", "crop", "n4", "qc_subject"]
 
@@ -68,6 +69,22 @@ def test_demo_all_models_overlay_is_valid_fits_its_slices_and_plans_all_eight_mo
     assert config["models"] == table1_kinds and len(config["models"]) == 8
     check_config(config)
     counts = planned_jobs(tmp_path, "--configfile", str(REPO / "config.yaml"), str(DEMO_ALL_MODELS))
+    for rule, n in expected_counts(config).items():
+        assert counts.get(rule) == n, f"{rule}: planned {counts.get(rule)}, expected {n}"
+
+
+def test_demo_long_overlay_is_the_demo_with_ten_times_its_training(tmp_path):
+    """configs/demo_long.yaml over config.yaml changes the training length (10x the demo's epochs, so 2,040
+    full steps) and the run name, nothing else: its table is the demo's with longer training, and each
+    model resumes from the demo's checkpoint (epochs may differ in a resumed run). It validates and the
+    real two-file command plans the demo's jobs."""
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    config = merge_configs(REPO / "config.yaml", DEMO_LONG)
+    assert config["train"]["epochs"] == 10 * demo["train"]["epochs"]
+    assert {**config, "train": demo["train"], "run_name": demo["run_name"]} == demo
+    assert {**config["train"], "epochs": demo["train"]["epochs"]} == demo["train"]
+    check_config(config)
+    counts = planned_jobs(tmp_path, "--configfile", str(REPO / "config.yaml"), str(DEMO_LONG))
     for rule, n in expected_counts(config).items():
         assert counts.get(rule) == n, f"{rule}: planned {counts.get(rule)}, expected {n}"
 
