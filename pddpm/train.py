@@ -261,6 +261,7 @@ class TrainingState:
     best_weights: dict | None = None  # state dict (fp32, CPU) of the model with the lowest validation loss
     log: list[dict] = field(default_factory=list)  # train_log.csv rows
     window: dict[str, float] = field(default_factory=dict)  # total loss summed since the last validation, "_n" steps
+    resumes: list[int] = field(default_factory=list)  # the step each later attempt resumed at (e.g. SLURM retries)
 
     @classmethod
     def start(cls, model: ModelKind, cfg: dict, device: torch.device, seed: int, total_steps: int) -> TrainingState:
@@ -286,7 +287,8 @@ class TrainingState:
 
     def load_state_dict(self, state: dict) -> None:
         for f in fields(self):
-            setattr(self, f.name, _restore(getattr(self, f.name), state[f.name]))
+            if f.name in state:  # a checkpoint written before a field existed keeps the field's start value
+                setattr(self, f.name, _restore(getattr(self, f.name), state[f.name]))
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] is not None and self.generator.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.generator.device)
@@ -453,6 +455,7 @@ def train(train_split, val_split, settings: dict, train_cfg: dict, *, seed: int,
     if saved is not None:
         state.load_state_dict(saved)
         resumed_from = state.step
+        state.resumes.append(state.step)
         log.info("resuming from %s at step %d of %d", ckpt_path, state.step, total_steps)
 
     def checkpoint():
@@ -513,6 +516,7 @@ def train(train_split, val_split, settings: dict, train_cfg: dict, *, seed: int,
                                   f"rerun to resume from {ckpt_path}")
     info = {"steps": total_steps, "steps_per_epoch": sampler.steps_per_epoch, "epochs": cfg["epochs"],
             "best_step": state.best_step, "best_val_loss": state.best_val, "resumed_from_step": resumed_from,
+            "resumed_at_steps": list(state.resumes),
             "device": str(dev), "precision": precision, "fingerprint": fingerprint,
             "n_train_volumes": data.n_volumes, "n_val_volumes": val_data.n_volumes,
             "slices_per_volume": cfg["slices_per_volume"], "ema": state.ema is not None}

@@ -9,6 +9,7 @@ its point needs, so that only the jobs under test run on SLURM.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -152,13 +153,16 @@ def test_training_killed_at_slurm_time_limit_resumes_on_retry(cluster, tiny_run,
         assert megabytes(job["memory"]) == attempt * mem_mb, jobs
     assert "Error in rule train" in out and "Trying to restart job" in out, out[-4000:]
 
-    # The last attempt resumed from the checkpoint of the one before (written on SIGTERM: the periodic
-    # interval is longer than the run) and says from which step.
-    resumed = re.findall(r"resuming from .* at step (\d+) of (\d+)", (run / train_log).read_text())
-    assert resumed, (run / train_log).read_text()[-3000:]
-    step, total = map(int, resumed[-1])
-    assert 0 < step < total == steps, resumed
-    print(f"resumed at step {step} of {total}")
+    # Each later attempt resumed from the checkpoint of the one before; the run's record lists the steps
+    # (the rule's log is per attempt: it says only the last). The first resume is mid-run: only the
+    # SIGTERM handler writes a checkpoint there (the periodic interval is longer than the run). A later
+    # attempt may resume at the last step: killed after the final checkpoint, while writing the outputs.
+    at = json.loads((run / fill(artefacts.RUN_RECORD, model=model, fold=fold)).read_text())["result"][
+        "resumed_at_steps"]
+    assert 0 < len(at) <= len(jobs) - 1 and 0 < at[0] < steps and at == sorted(at) and at[-1] <= steps, (at, jobs)
+    last = re.findall(r"resuming from .* at step (\d+) of (\d+)", (run / train_log).read_text())
+    assert last == [(str(at[-1]), str(steps))], last
+    print(f"resumed at steps {at} of {steps}")
 
     # Same weights and loss curve as the uninterrupted run.
     a, b = tensors(run / target), tensors(ref / target)

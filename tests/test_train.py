@@ -66,12 +66,22 @@ def test_resume_equals_uninterrupted(brains, tmp_path):
         train(tr, va, SETTINGS, FAST, seed=3, device="cpu", checkpoint_dir=tmp_path, progress=False,
               stop_after_steps=3)
     assert load_checkpoint(tmp_path / "checkpoint.pt", full.info["fingerprint"])["step"] == 3
+    with pytest.raises(TrainingInterrupted, match="resume"):  # a second attempt, stopped again
+        train(tr, va, SETTINGS, FAST, seed=3, device="cpu", checkpoint_dir=tmp_path, progress=False,
+              stop_after_steps=5)
     resumed = train(tr, va, SETTINGS, FAST, seed=3, device="cpu", checkpoint_dir=tmp_path, progress=False)
-    assert resumed.info["resumed_from_step"] == 3
+    assert resumed.info["resumed_from_step"] == 5
+    assert resumed.info["resumed_at_steps"] == [3, 5] and full.info["resumed_at_steps"] == []
     strip = [{k: v for k, v in r.items() if k != "images_per_s"} for r in full.log]
     assert strip == [{k: v for k, v in r.items() if k != "images_per_s"} for r in resumed.log]
     for k, v in full.state_dict.items():
         assert torch.equal(v, resumed.state_dict[k]), k
+    # an attempt killed after its last step, while writing its outputs: the next one only hands back the model
+    total = full.info["steps"]
+    again = train(tr, va, SETTINGS, FAST, seed=3, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    assert again.info["resumed_at_steps"] == [3, 5, total] and again.log == resumed.log
+    for k, v in full.state_dict.items():
+        assert torch.equal(v, again.state_dict[k]), k
 
 
 def test_other_settings_do_not_resume_a_foreign_checkpoint(brains, tmp_path):
