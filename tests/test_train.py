@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pddpm.checkpoint import load_checkpoint
+from pddpm.checkpoint import load_checkpoint, save_checkpoint
 from pddpm.errors import PddpmConfigError, PddpmInputError
 from pddpm.models import build, load_trained
 from pddpm.train import (
@@ -82,6 +82,22 @@ def test_resume_equals_uninterrupted(brains, tmp_path):
     assert again.info["resumed_at_steps"] == [3, 5, total] and again.log == resumed.log
     for k, v in full.state_dict.items():
         assert torch.equal(v, again.state_dict[k]), k
+
+
+def test_a_checkpoint_from_before_the_resume_record_still_resumes(brains, tmp_path):
+    # checkpoints written before TrainingState kept `resumes` lack the key: the run resumes all the same
+    tr, va = brains
+    full = train(tr, va, SETTINGS, FAST, seed=3, device="cpu", progress=False)
+    with pytest.raises(TrainingInterrupted):
+        train(tr, va, SETTINGS, FAST, seed=3, device="cpu", checkpoint_dir=tmp_path, progress=False,
+              stop_after_steps=3)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    del state["resumes"]
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    resumed = train(tr, va, SETTINGS, FAST, seed=3, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    assert resumed.info["resumed_at_steps"] == [3]
+    for k, v in full.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
 
 
 def test_other_settings_do_not_resume_a_foreign_checkpoint(brains, tmp_path):
