@@ -233,7 +233,7 @@ def test_settings_that_do_not_fit_the_slices_name_the_key_and_the_allowed_values
     assert "fanogan.widths: 5 widths are 5 stride-2 stages" in msg and "allowed: 1 to 4 widths" in msg
     assert "train.epochs: 1, but fanogan trains in two phases" in msg
     # only the kinds in `models` are checked; the library stops with the same message
-    check_config({**copy.deepcopy(cfg), "dae": {"depth": 6}})
+    check_config({**copy.deepcopy(cfg), "models": ["pddpm", "thresh"], "dae": {"depth": 6}})
     with pytest.raises(PddpmConfigError, match="dae.depth: 6 levels"):
         build("dae", {"image_size": [48, 48], "dae": {"depth": 6}})
     with pytest.raises(PddpmConfigError, match="train.epochs: 1, but fanogan"):
